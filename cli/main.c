@@ -1,0 +1,42 @@
+/*
+** main.c — the `dorac` command: parses the subcommand and hands over.
+**
+** Exit codes: 0 success; 1 bad input (file contents, data); 2 usage error
+** (flags); 3 I/O or resource failure. A failure prints one line,
+** "dorac: <message>", on stderr. Library code never prints; this file does.
+*/
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "dorac.h"
+
+static const cli_command commands[] = {
+    {"layer-demo", "fit one DoRA layer to a target with the raw-array API", cli_layer_demo},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: dorac <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n`dorac <command> --help` describes a command's options.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+        printf("dorac %s\n", DORAC_VERSION_STRING);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "dorac: unknown command '%s' (see dorac --help)\n", argv[1]);
+    return CLI_EXIT_USAGE;
+}

@@ -1,0 +1,149 @@
+/*
+** linear.h — one linear layer y = x W^T + b, frozen or adapted.
+**
+** This is the unit the model is built from: every targeted projection
+** (q, k, v, o, gate, up, down, lm_head) is a dorac_linear. The method decides
+** what is trained:
+**
+**   FROZEN  nothing; backward gives dx only
+**   FULL    W (and b) trainable: dW += dy^T x, dbias += sum_N dy
+**   LORA    y = x W0^T + s (x A^T) B^T + b;  A, B trainable
+**   DORA    y = (m / n) ⊙ (x W0^T + s (x A^T) B^T) + b;  A, B, m trainable;
+**           rank 0 is the magnitude-only variant (paper's Table 6).
+**
+** The math and its derivation are in shared/DESIGN.md §1; the DoRA-specific
+** parts (norm, magnitude gradient, exact norm gradient, merge) live in
+** dora.c, the rest in linear.c.
+**
+** Ownership. The layer never owns W, bias, the adapter parameters or their
+** gradients: the caller (the model, or the raw-array API) hands in views of
+** memory it owns, so that one arena can hold every parameter, llm.c style.
+** The layer owns only its DoRA caches (c, n, g, P, G), O(out*r + r^2).
+**
+** Memory. The DoRA norm never materialises an (out, in) matrix. The
+** backward pass needs the forward's output y (it reads z back from it) and
+** a scratch of DORAC_LINEAR_CHUNK_ROWS x out for dz, independent of N and in.
+*/
+#ifndef DORAC_ADAPTER_LINEAR_H
+#define DORAC_ADAPTER_LINEAR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend/backend.h"
+
+typedef enum dorac_method {
+    DORAC_METHOD_FROZEN = 0,
+    DORAC_METHOD_FULL = 1,
+    DORAC_METHOD_LORA = 2,
+    DORAC_METHOD_DORA = 3
+} dorac_method;
+
+const char *dorac_method_name(dorac_method m);
+
+/* Rows of the batch processed per step of the backward pass (DoRA's dz
+** scratch, dropout's masked-input scratch). */
+#define DORAC_LINEAR_CHUNK_ROWS 256
+
+typedef struct dorac_adapter_config {
+    dorac_method method;
+    int rank;         /* r: >= 1 for LoRA, >= 0 for DoRA, <= min(in, out) */
+    double alpha;     /* scale numerator */
+    bool use_rslora;  /* s = alpha / sqrt(r) instead of alpha / r */
+    double dropout;   /* on the adapter input only, in [0, 1) */
+    int norm_grad;    /* enum dorac_norm_grad, DoRA only */
+} dorac_adapter_config;
+
+/* s = alpha / r, or alpha / sqrt(r) with rsLoRA; 1 when r == 0. */
+double dorac_adapter_scale(const dorac_adapter_config *cfg);
+
+/* Checks cfg against the layer shape; DORAC_E_INVALID naming `name` and the
+** offending value otherwise. */
+int dorac_adapter_config_check(const dorac_adapter_config *cfg, int64_t in, int64_t out,
+                               const char *name);
+
+/* What the caller hands the layer. Tensors of absent parts have data NULL. */
+typedef struct dorac_linear_tensors {
+    dorac_tensor W;     /* (out, in) weight_type; param_type for FULL */
+    dorac_tensor bias;  /* (1, out) or absent */
+    dorac_tensor A;     /* (r, in) param_type, LoRA/DoRA with r > 0 */
+    dorac_tensor B;     /* (out, r) */
+    dorac_tensor m;     /* (1, out), DoRA */
+    dorac_tensor dA;    /* gradients, same shapes, accumulated with += ... */
+    dorac_tensor dB;
+    dorac_tensor dm;
+    dorac_tensor dW;    /* ... FULL only; may be absent for a forward-only layer */
+    dorac_tensor dbias; /* FULL with bias */
+} dorac_linear_tensors;
+
+typedef struct dorac_linear {
+    dorac_backend *be;
+    dorac_adapter_config cfg;
+    int64_t in, out;      /* W is (out, in) */
+    double scale;         /* s */
+    uint64_t dropout_stream; /* distinguishes this layer's dropout masks */
+    dorac_linear_tensors t;
+    /* DoRA caches, owned. c is set at init; n, g, P, G by each forward and
+    ** read by the following backward. */
+    dorac_tensor c;       /* (1, out) ||W0[o,:]||^2 */
+    dorac_tensor n;       /* (1, out) row norm of W0 + sBA */
+    dorac_tensor g;       /* (1, out) m / n */
+    dorac_tensor P;       /* (out, r) W0 A^T */
+    dorac_tensor G;       /* (r, r) A A^T */
+} dorac_linear;
+
+/* True when the layer has low-rank factors A and B (LoRA, or DoRA with r > 0). */
+static inline bool dorac_linear_has_adapter(const dorac_linear *L) {
+    return (L->cfg.method == DORAC_METHOD_LORA || L->cfg.method == DORAC_METHOD_DORA) &&
+           L->cfg.rank > 0;
+}
+
+/* Validates shapes and types and allocates the DoRA caches. On failure
+** nothing is left allocated. `name` is used in error messages. */
+int dorac_linear_init(dorac_linear *L, dorac_backend *be, const dorac_adapter_config *cfg,
+                      int64_t in, int64_t out, const dorac_linear_tensors *t,
+                      const char *name);
+void dorac_linear_free(dorac_linear *L);
+
+/* PEFT's initialisation: A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming-uniform,
+** a = sqrt(5)), B = 0, m = ||W0 row||. The draws are a pure function of
+** (seed, stream), so any device gives the same A. */
+int dorac_linear_init_adapter(dorac_linear *L, uint64_t seed, uint64_t stream);
+
+/* m (1,out) = sqrt(c), c = ||W0 row||^2: DoRA's initial magnitude. */
+int dorac_dora_init_magnitude_tensor(dorac_backend *be, const dorac_tensor *m,
+                                     const dorac_tensor *c);
+
+/* y (N,out) = layer(x (N,in)). u (N,r) receives x A^T (the dropped x with
+** dropout), which backward needs; it may be absent for inference, and is
+** ignored unless LoRA/DoRA with r > 0. dropout_seed selects the mask and
+** must be passed again to backward. */
+int dorac_linear_forward(dorac_linear *L, const dorac_tensor *y, const dorac_tensor *u,
+                         const dorac_tensor *x, uint64_t dropout_seed);
+
+/* Gradients. dy (N,out); x, y, u as given to and produced by the forward
+** just before. dx (N,in) is overwritten, or added to when accumulate_dx, or
+** skipped when absent. Parameter gradients are added to. */
+int dorac_linear_backward(dorac_linear *L, const dorac_tensor *dx, bool accumulate_dx,
+                          const dorac_tensor *dy, const dorac_tensor *x, const dorac_tensor *y,
+                          const dorac_tensor *u, uint64_t dropout_seed);
+
+/* ---- DoRA parts (dora.c) ---- */
+
+/* P = W0 A^T, G = A A^T, n, g = m/n: fills the caches from the current A, B, m. */
+int dorac_dora_update_norm(dorac_linear *L);
+
+/* After the (N,out) pass has summed zsum[o] = sum_N dy*z: dm += zsum/n and,
+** in exact mode, the norm's contribution to dA and dB. */
+int dorac_dora_backward_params(dorac_linear *L, const dorac_tensor *zsum);
+
+/* W_out (out,in) = the merged weight: W0 + sBA (LoRA), diag(m/n)(W0 + sBA)
+** (DoRA), W0 otherwise. For DoRA the n used is left in L->n. */
+int dorac_linear_merge(dorac_linear *L, const dorac_tensor *W_out);
+
+/* Inverse of merge, in place: W_inout (out,in) holds the merged weight on
+** entry and W0 on return. n is the norm merge used. Fails naming the row if
+** some m[o] == 0. */
+int dorac_linear_unmerge(dorac_linear *L, const dorac_tensor *W_inout, const dorac_tensor *n);
+
+#endif

@@ -1,0 +1,193 @@
+/*
+** backend.h — the seam between model/adapter code and the devices.
+**
+** A backend is a struct of function pointers plus a context, as in ggml.
+** Model and adapter code is written once against this struct and never
+** touches tensor memory directly: only the backend knows whether a pointer
+** is host or device memory. The CPU backend (backend/cpu/) is the reference
+** oracle; a CUDA backend (backend/cuda/) implements the same entries.
+**
+** Tensors are 2-D row-major views: (rows, cols) with a row stride `ld` in
+** elements (ld >= cols). A vector is a (1, n) tensor. Batched activations of
+** shape (B, T, C) are (B*T, C) views. Every op checks the shapes it is given
+** and returns DORAC_E_INVALID, with a message naming the op and both shapes,
+** rather than reading out of bounds.
+**
+** Precision policy. Each backend names three element types:
+**   act_type    activations and their gradients, (N, ·) tensors
+**   weight_type frozen weights W0, bias
+**   param_type  trainable parameters (A, B, m, or W in full fine-tuning),
+**               their gradients, optimizer state, and all DoRA norm
+**               arithmetic (c, n, g, P, G), which is always at least fp32.
+** The fp32 CPU backend uses F32 for all three; the fp64 CPU backend (the
+** finite-difference oracle) uses F64 for all three; a CUDA backend would use
+** BF16 / BF16 / F32. Ops accept the types their backend declares and fail
+** with DORAC_E_UNSUPPORTED otherwise.
+**
+** Ops run in order on the backend's one stream; `synchronize` waits for
+** them. Every op returns DORAC_OK or an error status.
+*/
+#ifndef DORAC_BACKEND_H
+#define DORAC_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/dtype.h"
+#include "dorac.h"
+
+typedef struct dorac_tensor {
+    void *data;       /* backend memory; NULL means "absent" where an op allows it */
+    dorac_dtype type; /* element type */
+    int64_t rows;     /* >= 0 */
+    int64_t cols;     /* >= 0 */
+    int64_t ld;       /* row stride in elements, >= cols */
+} dorac_tensor;
+
+/* Memory counters kept by every backend, for tests and benchmarks. */
+typedef struct dorac_mem_stats {
+    size_t n_allocs;        /* successful alloc calls since creation or reset */
+    size_t current_bytes;   /* bytes allocated now */
+    size_t peak_bytes;      /* high-water mark of current_bytes since reset */
+    size_t largest_alloc;   /* largest single allocation since reset, bytes */
+} dorac_mem_stats;
+
+typedef struct dorac_backend dorac_backend;
+
+struct dorac_backend {
+    const char *name;        /* "cpu", "cpu64", "cuda" */
+    void *context;           /* backend-private state */
+    dorac_dtype act_type;
+    dorac_dtype weight_type;
+    dorac_dtype param_type;
+
+    /* ---- lifetime ---- */
+    void (*destroy)(dorac_backend *be);
+
+    /* ---- memory ---- */
+    /* nbytes of backend memory, 64-byte aligned; NULL (with the error set) on
+    ** failure. Contents are undefined. */
+    void *(*alloc)(dorac_backend *be, size_t nbytes);
+    void (*free)(dorac_backend *be, void *ptr); /* ptr may be NULL */
+    void (*mem_stats)(dorac_backend *be, dorac_mem_stats *out);
+    void (*mem_stats_reset)(dorac_backend *be); /* peak := current, counters := 0 */
+
+    /* dst (rows,cols) <- host array src, contiguous, of src_type, converted. */
+    int (*upload)(dorac_backend *be, const dorac_tensor *dst, const void *src,
+                  dorac_dtype src_type);
+    /* host array dst, contiguous, of dst_type <- src, converted. */
+    int (*download)(dorac_backend *be, void *dst, dorac_dtype dst_type,
+                    const dorac_tensor *src);
+    /* dst <- src, same shape; types may differ (converted). */
+    int (*copy)(dorac_backend *be, const dorac_tensor *dst, const dorac_tensor *src);
+    /* every element of dst <- value */
+    int (*fill)(dorac_backend *be, const dorac_tensor *dst, double value);
+    /* (optional) waits until queued ops finish; NULL for synchronous backends */
+    int (*synchronize)(dorac_backend *be);
+
+    /* ---- linear algebra ---- */
+    /* C (M,N) = alpha * op(A) * op(B) + beta * C, op(X) = X or X^T.
+    ** beta == 0 ignores C's previous contents (NaN included). */
+    int (*gemm)(dorac_backend *be, const dorac_tensor *C, const dorac_tensor *A, bool trans_a,
+                const dorac_tensor *B, bool trans_b, double alpha, double beta);
+
+    /* ---- element-wise and reductions ---- */
+    /* out (R,C) = alpha * X + beta * out; beta == 0 ignores out's contents. */
+    int (*axpby)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *X, double alpha,
+                 double beta);
+    /* out (1,rows) = sum_j W[o,j]^2, accumulated in double. */
+    int (*row_sumsq)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *W);
+    /* out (1,cols) = beta*out + alpha * sum_i X[i,:], accumulated in double. */
+    int (*col_sum)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *X,
+                   double alpha, double beta);
+    /* Y (N,C): Y[i,c] = scale[c] * Y[i,c] + bias[c]; scale or bias may have
+    ** data == NULL, meaning 1 and 0. */
+    int (*scale_cols_add_bias)(dorac_backend *be, const dorac_tensor *Y,
+                               const dorac_tensor *scale, const dorac_tensor *bias);
+    /* out (R,C) = beta*out + alpha * diag(w) X, with X (R,C), w (1,R).
+    ** out may alias X when beta == 0. */
+    int (*scale_rows)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *X,
+                      const dorac_tensor *w, double alpha, double beta);
+    /* out (R,C) = in * mask / (1-p), mask[i,j] = uniform(seed, stream,
+    ** (row0+i)*C + j) >= p. Applying it again with the same arguments to a
+    ** gradient is its backward. out may alias in. */
+    int (*dropout)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *in,
+                   double p, uint64_t seed, uint64_t stream, int64_t row0);
+
+    /* ---- DoRA ---- */
+    /* The factored row norm (DESIGN.md §1):
+    **   n2[o] = c[o] + 2s sum_k B[o,k] P[o,k] + s^2 sum_kl B[o,k] G[k,l] B[o,l]
+    **   n[o]  = sqrt(max(n2[o], floor)),  g[o] = m[o] / n[o]
+    ** c, n, g, m (1,out); B, P (out,r); G (r,r). r == 0 gives n = sqrt(c). */
+    int (*dora_norm)(dorac_backend *be, const dorac_tensor *n, const dorac_tensor *g,
+                     const dorac_tensor *c, const dorac_tensor *B, const dorac_tensor *P,
+                     const dorac_tensor *G, const dorac_tensor *m, double scale, double floor);
+    /* The element-wise half of DoRA's backward, one pass over (N,out):
+    **   dz[i,o]  = g[o] * dy[i,o]
+    **   zsum[o] += sum_i dy[i,o] * z[i,o],  z[i,o] = (y[i,o] - bias[o]) / g[o]
+    ** z is read back from the forward output y, so no copy of z is kept.
+    ** Where g[o] == 0, z[:,o] cannot be recovered and contributes 0; this only
+    ** happens when m[o] == 0, and then z[:,o] is 0 for adapters trained from
+    ** PEFT's initialisation (B's row gets no gradient while g is 0).
+    ** bias may have data == NULL. dz may alias dy. */
+    int (*dora_scale_backward)(dorac_backend *be, const dorac_tensor *dz,
+                               const dorac_tensor *zsum, const dorac_tensor *dy,
+                               const dorac_tensor *y, const dorac_tensor *g,
+                               const dorac_tensor *bias);
+    /* dm[o] += zsum[o] / n[o]; if w->data != NULL, also w[o] = -zsum[o] m[o] / n[o]^3,
+    ** the per-row weight of the exact (non-detached) norm gradient. */
+    int (*dora_magnitude_backward)(dorac_backend *be, const dorac_tensor *dm,
+                                   const dorac_tensor *w, const dorac_tensor *zsum,
+                                   const dorac_tensor *m, const dorac_tensor *n);
+};
+
+/* ---- helpers on top of the interface (backend.c) ---- */
+
+/* A tensor view of rows x cols over data, contiguous. */
+static inline dorac_tensor dorac_tensor_view(void *data, dorac_dtype type, int64_t rows,
+                                             int64_t cols) {
+    dorac_tensor t = {data, type, rows, cols, cols};
+    return t;
+}
+
+/* Rows [row0, row0+n) of t. The caller ensures the range is within t. */
+dorac_tensor dorac_tensor_rows(const dorac_tensor *t, int64_t row0, int64_t n);
+
+/* An absent tensor (data NULL) of the given type. */
+static inline dorac_tensor dorac_tensor_none(dorac_dtype type) {
+    dorac_tensor t = {NULL, type, 0, 0, 0};
+    return t;
+}
+
+/* Bytes of a contiguous rows x cols tensor of type; 0 and an error on overflow. */
+size_t dorac_tensor_nbytes(dorac_dtype type, int64_t rows, int64_t cols);
+
+/* Allocates a contiguous (rows, cols) tensor of type on be. Returns DORAC_OK
+** or DORAC_E_NOMEM / DORAC_E_INVALID with the message naming `what`. */
+int dorac_tensor_alloc(dorac_backend *be, dorac_tensor *t, dorac_dtype type, int64_t rows,
+                       int64_t cols, const char *what);
+
+/* Frees t's memory (if any) and marks it absent. */
+void dorac_tensor_free(dorac_backend *be, dorac_tensor *t);
+
+/* "(r, c)" into buf, for error messages. */
+const char *dorac_shape_str(const dorac_tensor *t, char *buf, size_t size);
+
+/* ---- backends ---- */
+
+typedef struct dorac_cpu_params {
+    int n_threads; /* <= 0: leave the current setting */
+} dorac_cpu_params;
+
+/* The fp32 CPU backend (OpenBLAS + OpenMP). NULL with the error set on failure. */
+dorac_backend *dorac_backend_cpu_create(dorac_cpu_params params);
+/* The fp64 CPU backend: same code, double precision; the oracle for
+** finite-difference tests. */
+dorac_backend *dorac_backend_cpu64_create(dorac_cpu_params params);
+
+static inline void dorac_backend_destroy(dorac_backend *be) {
+    if (be) be->destroy(be);
+}
+
+#endif
