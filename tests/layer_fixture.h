@@ -27,6 +27,7 @@ typedef struct fixture_case {
     int norm_grad;
     double dropout;
     bool rslora;
+    bool dz_in_place; /* backward writes dz over dy instead of chunking */
 } fixture_case;
 
 typedef struct fixture {
@@ -39,13 +40,13 @@ typedef struct fixture {
     dorac_tensor tW, tbias, tA, tB, tm, tdA, tdB, tdm, tdW, tdbias, tx, ty, tu, tdx, tdy;
 } fixture;
 
-static double *fixture_random(size_t n, double scale, uint64_t stream) {
+static inline double *fixture_random(size_t n, double scale, uint64_t stream) {
     double *p = malloc((n ? n : 1) * sizeof *p);
     for (size_t i = 0; i < n; i++) p[i] = scale * (2.0 * dorac_rng_uniform_f64(42, stream, i) - 1.0);
     return p;
 }
 
-static void fixture_upload(fixture *f) {
+static inline void fixture_upload(fixture *f) {
     dorac_backend *be = f->be;
     be->upload(be, &f->tW, f->W, DORAC_DTYPE_F64);
     if (f->c.bias) be->upload(be, &f->tbias, f->bias, DORAC_DTYPE_F64);
@@ -56,14 +57,14 @@ static void fixture_upload(fixture *f) {
     be->upload(be, &f->tdy, f->R, DORAC_DTYPE_F64);
 }
 
-static int fixture_zero_grads(fixture *f) {
+static inline int fixture_zero_grads(fixture *f) {
     dorac_tensor *g[] = {&f->tdA, &f->tdB, &f->tdm, &f->tdW, &f->tdbias};
     for (size_t i = 0; i < sizeof g / sizeof g[0]; i++)
         if (g[i]->data) DORAC_TRY(f->be->fill(f->be, g[i], 0.0));
     return DORAC_OK;
 }
 
-static int fixture_alloc(dorac_backend *be, dorac_tensor *t, dorac_dtype type, int64_t r, int64_t c,
+static inline int fixture_alloc(dorac_backend *be, dorac_tensor *t, dorac_dtype type, int64_t r, int64_t c,
                          bool want) {
     if (!want) {
         *t = dorac_tensor_none(type);
@@ -74,7 +75,7 @@ static int fixture_alloc(dorac_backend *be, dorac_tensor *t, dorac_dtype type, i
 
 /* Random parameters: W0 ~ U(±1/sqrt(in)), A, B and m all non-zero, m
 ** perturbed away from ||W0 row|| so that g != 1. Returns DORAC_OK. */
-static int fixture_init(fixture *f, dorac_backend *be, const fixture_case *c) {
+static inline int fixture_init(fixture *f, dorac_backend *be, const fixture_case *c) {
     memset(f, 0, sizeof *f);
     f->c = *c;
     f->be = be;
@@ -123,16 +124,18 @@ static int fixture_init(fixture *f, dorac_backend *be, const fixture_case *c) {
     return rc;
 }
 
-static int fixture_forward(fixture *f) {
+static inline int fixture_forward(fixture *f) {
     return dorac_linear_forward(&f->L, &f->ty, &f->tu, &f->tx, 1234);
 }
 
-static int fixture_backward(fixture *f) {
+static inline int fixture_backward(fixture *f) {
     DORAC_TRY(fixture_zero_grads(f));
-    return dorac_linear_backward(&f->L, &f->tdx, false, &f->tdy, &f->tx, &f->ty, &f->tu, 1234);
+    DORAC_TRY(f->be->upload(f->be, &f->tdy, f->R, DORAC_DTYPE_F64)); /* in-place mode overwrote it */
+    const dorac_tensor *dz = f->c.dz_in_place ? &f->tdy : NULL;
+    return dorac_linear_backward(&f->L, &f->tdx, false, &f->tdy, dz, &f->tx, &f->ty, &f->tu, 1234);
 }
 
-static void fixture_free(fixture *f) {
+static inline void fixture_free(fixture *f) {
     dorac_linear_free(&f->L);
     dorac_tensor *ts[] = {&f->tW, &f->tbias, &f->tA, &f->tB, &f->tm, &f->tdA, &f->tdB, &f->tdm,
                           &f->tdW, &f->tdbias, &f->tx, &f->ty, &f->tu, &f->tdx, &f->tdy};
@@ -141,7 +144,7 @@ static void fixture_free(fixture *f) {
 }
 
 /* Downloads t into a fresh double array. */
-static double *fixture_get(fixture *f, const dorac_tensor *t) {
+static inline double *fixture_get(fixture *f, const dorac_tensor *t) {
     double *h = malloc((size_t)(t->rows * t->cols + 1) * sizeof *h);
     f->be->download(f->be, h, DORAC_DTYPE_F64, t);
     return h;

@@ -196,6 +196,9 @@ int main(void) {
         check_dense(be64, &cases[i], 1e-12);
         check_dense(be32, &cases[i], 1e-5);
         check_twin(be32, be64, &cases[i]);
+        fixture_case in_place = cases[i];
+        in_place.dz_in_place = true;
+        check_twin(be32, be64, &in_place);
         if (cases[i].method != DORAC_METHOD_FULL) check_merge(be32, &cases[i]);
     }
     const fixture_case dropout = {"dora dropout", DORAC_METHOD_DORA, 40, 33, 600, 5, true, E, 0.25, false};

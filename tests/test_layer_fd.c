@@ -120,7 +120,14 @@ int main(void) {
         {"full bias",            DORAC_METHOD_FULL,  13, 7,   5, 0, true,  D, 0.0, false},
         {"frozen bias",          DORAC_METHOD_FROZEN, 13, 7,  5, 0, true,  D, 0.0, false},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(be, &cases[i]);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        check_case(be, &cases[i]);
+        if (cases[i].method == DORAC_METHOD_DORA) { /* and with dz written over dy */
+            fixture_case in_place = cases[i];
+            in_place.dz_in_place = true;
+            check_case(be, &in_place);
+        }
+    }
     dorac_backend_destroy(be);
     return test_report();
 }

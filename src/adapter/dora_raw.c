@@ -113,7 +113,7 @@ int dorac_dora_backward(const dorac_dora_weights *w, int64_t N, const float *x,
     if (!rc) {
         dorac_tensor xt = view(x, N, w->in), yt = view(y, N, w->out), dyt = view(dy, N, w->out);
         dorac_tensor dxt = dx ? view(dx, N, w->in) : dorac_tensor_none(DORAC_DTYPE_F32);
-        rc = dorac_linear_backward(&L, &dxt, false, &dyt, &xt, &yt, &u, 0);
+        rc = dorac_linear_backward(&L, &dxt, false, &dyt, NULL, &xt, &yt, &u, 0); /* dy is const: chunked */
     }
     dorac_tensor_free(be, &u);
     layer_close(&L, be);

@@ -260,13 +260,13 @@ static void scratch_free(dorac_backend *be, backward_scratch *s) {
     dorac_tensor_free(be, &s->zsum);
 }
 
-static int scratch_alloc(dorac_linear *L, backward_scratch *s, int64_t chunk) {
+static int scratch_alloc(dorac_linear *L, backward_scratch *s, int64_t chunk, bool dz_given) {
     dorac_backend *be = L->be;
     s->dz = s->du = s->xd = dorac_tensor_none(be->act_type);
     s->zsum = dorac_tensor_none(be->param_type);
     int rc = DORAC_OK;
     if (L->cfg.method == DORAC_METHOD_DORA) {
-        rc = dorac_tensor_alloc(be, &s->dz, be->act_type, chunk, L->out, "dz scratch");
+        if (!dz_given) rc = dorac_tensor_alloc(be, &s->dz, be->act_type, chunk, L->out, "dz scratch");
         if (!rc) rc = dorac_tensor_alloc(be, &s->zsum, be->param_type, 1, L->out, "zsum scratch");
         if (!rc) rc = be->fill(be, &s->zsum, 0.0);
     }
@@ -308,8 +308,8 @@ static int adapter_backward_chunk(dorac_linear *L, backward_scratch *s, const do
 
 static int backward_chunks(dorac_linear *L, backward_scratch *s, int64_t chunk,
                            const dorac_tensor *dx, bool accumulate_dx, const dorac_tensor *dy,
-                           const dorac_tensor *x, const dorac_tensor *y, const dorac_tensor *u,
-                           uint64_t dropout_seed) {
+                           const dorac_tensor *dz_given, const dorac_tensor *x,
+                           const dorac_tensor *y, const dorac_tensor *u, uint64_t dropout_seed) {
     dorac_backend *be = L->be;
     int64_t N = dy->rows;
     bool dora = L->cfg.method == DORAC_METHOD_DORA;
@@ -321,7 +321,7 @@ static int backward_chunks(dorac_linear *L, backward_scratch *s, int64_t chunk,
         if (dora) {
             /* dz = g ⊙ dy and zsum += sum dy ⊙ z, one pass over (rows, out) */
             dorac_tensor y_c = dorac_tensor_rows(y, i0, rows);
-            dz_c = dorac_tensor_rows(&s->dz, 0, rows);
+            dz_c = dz_given ? dorac_tensor_rows(dz_given, i0, rows) : dorac_tensor_rows(&s->dz, 0, rows);
             DORAC_TRY(be->dora_scale_backward(be, &dz_c, &s->zsum, &dy_c, &y_c, &L->g, &L->t.bias));
         }
         /* dx = dz W0 */
@@ -336,27 +336,32 @@ static int backward_chunks(dorac_linear *L, backward_scratch *s, int64_t chunk,
 }
 
 int dorac_linear_backward(dorac_linear *L, const dorac_tensor *dx, bool accumulate_dx,
-                          const dorac_tensor *dy, const dorac_tensor *x, const dorac_tensor *y,
-                          const dorac_tensor *u, uint64_t dropout_seed) {
+                          const dorac_tensor *dy, const dorac_tensor *dz_scratch,
+                          const dorac_tensor *x, const dorac_tensor *y, const dorac_tensor *u,
+                          uint64_t dropout_seed) {
     dorac_backend *be = L->be;
     int64_t N = dy->rows;
     dorac_tensor none = dorac_tensor_none(be->act_type);
     if (!dx) dx = &none;
+    bool dora = L->cfg.method == DORAC_METHOD_DORA;
+    bool adapter = dorac_linear_has_adapter(L);
+    const dorac_tensor *dz_given = dora && dz_scratch && dz_scratch->data ? dz_scratch : NULL;
     DORAC_TRY(check_activation(L, dy, N, L->out, "dy"));
     if (dx->data) DORAC_TRY(check_activation(L, dx, N, L->in, "dx"));
-    if (dorac_linear_has_adapter(L) || L->cfg.method == DORAC_METHOD_FULL) DORAC_TRY(check_activation(L, x, N, L->in, "x"));
-    if (dorac_linear_has_adapter(L)) DORAC_TRY(check_activation(L, u, N, L->cfg.rank, "u"));
-    if (L->cfg.method == DORAC_METHOD_DORA) DORAC_TRY(check_activation(L, y, N, L->out, "y"));
+    if (adapter || L->cfg.method == DORAC_METHOD_FULL) DORAC_TRY(check_activation(L, x, N, L->in, "x"));
+    if (adapter) DORAC_TRY(check_activation(L, u, N, L->cfg.rank, "u"));
+    if (dora) DORAC_TRY(check_activation(L, y, N, L->out, "y"));
+    if (dz_given) DORAC_TRY(check_activation(L, dz_given, N, L->out, "dz scratch"));
 
-    /* DoRA needs a dz scratch, and dropout a masked-input scratch: process
-    ** the batch in chunks of rows so that both stay independent of N. LoRA
-    ** and the frozen/full paths need neither and run as one chunk. */
-    bool chunked = L->cfg.method == DORAC_METHOD_DORA || (dorac_linear_has_adapter(L) && L->cfg.dropout > 0.0);
+    /* One pass over all N rows unless DoRA has nowhere to put dz, or dropout
+    ** needs its masked-input scratch: then chunks of rows keep both scratches
+    ** independent of N. */
+    bool chunked = (dora && !dz_given) || (adapter && L->cfg.dropout > 0.0);
     int64_t chunk = chunked && N > DORAC_LINEAR_CHUNK_ROWS ? DORAC_LINEAR_CHUNK_ROWS : (N > 0 ? N : 1);
     backward_scratch s;
-    DORAC_TRY(scratch_alloc(L, &s, chunk));
-    int rc = backward_chunks(L, &s, chunk, dx, accumulate_dx, dy, x, y, u, dropout_seed);
-    if (!rc && L->cfg.method == DORAC_METHOD_DORA) rc = dorac_dora_backward_params(L, &s.zsum);
+    DORAC_TRY(scratch_alloc(L, &s, chunk, dz_given != NULL));
+    int rc = backward_chunks(L, &s, chunk, dx, accumulate_dx, dy, dz_given, x, y, u, dropout_seed);
+    if (!rc && dora) rc = dorac_dora_backward_params(L, &s.zsum);
     if (!rc && L->cfg.method == DORAC_METHOD_FULL) {
         /* dW += dy^T x, dbias += sum_N dy */
         if (L->t.dW.data) rc = be->gemm(be, &L->t.dW, dy, true, x, false, 1.0, 1.0);

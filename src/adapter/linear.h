@@ -22,7 +22,8 @@
 **
 ** Memory. The DoRA norm never materialises an (out, in) matrix. The
 ** backward pass needs the forward's output y (it reads z back from it) and
-** a scratch of DORAC_LINEAR_CHUNK_ROWS x out for dz, independent of N and in.
+** somewhere to put dz = g ⊙ dy: in place over dy, or a chunk scratch of
+** DORAC_LINEAR_CHUNK_ROWS x out, independent of N and in (see backward).
 */
 #ifndef DORAC_ADAPTER_LINEAR_H
 #define DORAC_ADAPTER_LINEAR_H
@@ -123,10 +124,19 @@ int dorac_linear_forward(dorac_linear *L, const dorac_tensor *y, const dorac_ten
 
 /* Gradients. dy (N,out); x, y, u as given to and produced by the forward
 ** just before. dx (N,in) is overwritten, or added to when accumulate_dx, or
-** skipped when absent. Parameter gradients are added to. */
+** skipped when absent. Parameter gradients are added to.
+**
+** dz_scratch (N,out), or absent, matters to DoRA only: DoRA writes
+** dz = g ⊙ dy there and runs the backward as single GEMMs over all N rows.
+** It may alias dy, which is then overwritten with dz; this is how the model
+** calls it, so DoRA needs no memory beyond LoRA's. When absent, the backward
+** runs over chunks of DORAC_LINEAR_CHUNK_ROWS rows with an internal
+** (chunk, out) scratch, and dy is left intact. With dropout the adapter part
+** always runs in chunks, so its masked-input scratch stays (chunk, in). */
 int dorac_linear_backward(dorac_linear *L, const dorac_tensor *dx, bool accumulate_dx,
-                          const dorac_tensor *dy, const dorac_tensor *x, const dorac_tensor *y,
-                          const dorac_tensor *u, uint64_t dropout_seed);
+                          const dorac_tensor *dy, const dorac_tensor *dz_scratch,
+                          const dorac_tensor *x, const dorac_tensor *y, const dorac_tensor *u,
+                          uint64_t dropout_seed);
 
 /* ---- DoRA parts (dora.c) ---- */
 
