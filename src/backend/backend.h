@@ -140,7 +140,74 @@ struct dorac_backend {
     int (*dora_magnitude_backward)(dorac_backend *be, const dorac_tensor *dm,
                                    const dorac_tensor *w, const dorac_tensor *zsum,
                                    const dorac_tensor *m, const dorac_tensor *n);
+
+    /* ---- transformer ops ----
+    ** Size letters: N rows (B*T), C channels, V vocabulary, B batch, T time,
+    ** H query heads, KV key/value heads (H % KV == 0), D head dimension.
+    ** Index tensors (ids, positions, targets) are I32 (1, N); an index out of
+    ** range is DORAC_E_INVALID naming the row. Input-gradient outputs of the
+    ** norms accumulate (+=), for the residual stream; those of the other ops
+    ** are overwritten. Parameter gradients accumulate and may be absent. */
+    /* out (N,C) = table[ids] (or += with accumulate); table (V,C). */
+    int (*embedding_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *ids,
+                             const dorac_tensor *table, bool accumulate);
+    /* dtable (V,C) += scatter of dout (N,C) by ids. */
+    int (*embedding_backward)(dorac_backend *be, const dorac_tensor *dtable,
+                              const dorac_tensor *dout, const dorac_tensor *ids);
+    /* out = w ⊙ x / sqrt(mean(x^2) + eps); rstd (1,N) saved for backward. */
+    int (*rmsnorm_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *rstd,
+                           const dorac_tensor *x, const dorac_tensor *w, double eps);
+    /* dx += ..., dw += ... (dw may be absent). */
+    int (*rmsnorm_backward)(dorac_backend *be, const dorac_tensor *dx, const dorac_tensor *dw,
+                            const dorac_tensor *dout, const dorac_tensor *x,
+                            const dorac_tensor *w, const dorac_tensor *rstd);
+    /* out = w ⊙ (x - mean) * rstd + b; mean, rstd (1,N) saved; b may be absent. */
+    int (*layernorm_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *mean,
+                             const dorac_tensor *rstd, const dorac_tensor *x,
+                             const dorac_tensor *w, const dorac_tensor *b, double eps);
+    /* dx += ..., dw += ..., db += ... (dw, db may be absent). */
+    int (*layernorm_backward)(dorac_backend *be, const dorac_tensor *dx, const dorac_tensor *dw,
+                              const dorac_tensor *db, const dorac_tensor *dout,
+                              const dorac_tensor *x, const dorac_tensor *w,
+                              const dorac_tensor *mean, const dorac_tensor *rstd);
+    /* Rotates x (N, n_heads*D) in place, HF rotate_half layout: (x[j], x[j+D/2])
+    ** of each head by pos*inv_freq[j]; cos, sin (max_pos, D/2) tables.
+    ** inverse rotates back, which is also the backward. */
+    int (*rope)(dorac_backend *be, const dorac_tensor *x, const dorac_tensor *pos,
+                const dorac_tensor *cos, const dorac_tensor *sin, int64_t n_heads,
+                int64_t head_dim, bool inverse);
+    /* Causal softmax(q k^T / sqrt(D)) v per (batch, head), head h reading kv
+    ** head h / (H/KV). q, out (N, H*D); k, v (N, KV*D); column views with
+    ** ld > cols are fine. lse (1, B*H*T) saves each row's log-sum-exp. */
+    int (*attention_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *lse,
+                             const dorac_tensor *q, const dorac_tensor *k, const dorac_tensor *v,
+                             int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D);
+    /* dq, dk, dv overwritten, from dout and the forward's out and lse. */
+    int (*attention_backward)(dorac_backend *be, const dorac_tensor *dq, const dorac_tensor *dk,
+                              const dorac_tensor *dv, const dorac_tensor *dout,
+                              const dorac_tensor *q, const dorac_tensor *k,
+                              const dorac_tensor *v, const dorac_tensor *out,
+                              const dorac_tensor *lse, int64_t B, int64_t T, int64_t H,
+                              int64_t KV, int64_t D);
+    /* out = silu(gate) ⊙ up */
+    int (*swiglu_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *gate,
+                          const dorac_tensor *up);
+    int (*swiglu_backward)(dorac_backend *be, const dorac_tensor *dgate, const dorac_tensor *dup,
+                           const dorac_tensor *dout, const dorac_tensor *gate,
+                           const dorac_tensor *up);
+    /* out = GELU with the tanh approximation (GPT-2's gelu_new) */
+    int (*gelu_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *x);
+    int (*gelu_backward)(dorac_backend *be, const dorac_tensor *dx, const dorac_tensor *dout,
+                         const dorac_tensor *x);
+    /* loss (1,N) = logsumexp(logits[i]) - logits[i, t_i], 0 where t_i is
+    ** DORAC_IGNORE_INDEX. dlogits (N,V), absent or aliasing logits, =
+    ** dscale * (softmax(logits[i]) - onehot(t_i)), 0 on ignored rows. */
+    int (*cross_entropy)(dorac_backend *be, const dorac_tensor *loss, const dorac_tensor *dlogits,
+                         const dorac_tensor *logits, const dorac_tensor *targets, double dscale);
 };
+
+/* A target that contributes no loss (PyTorch's ignore_index). */
+#define DORAC_IGNORE_INDEX (-100)
 
 /* ---- helpers on top of the interface (backend.c) ---- */
 

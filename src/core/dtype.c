@@ -11,6 +11,7 @@ size_t dorac_dtype_size(dorac_dtype t) {
     case DORAC_DTYPE_F64: return 8;
     case DORAC_DTYPE_BF16: return 2;
     case DORAC_DTYPE_F16: return 2;
+    case DORAC_DTYPE_I32: return 4;
     default: return 0;
     }
 }
@@ -21,6 +22,7 @@ const char *dorac_dtype_name(dorac_dtype t) {
     case DORAC_DTYPE_F64: return "F64";
     case DORAC_DTYPE_BF16: return "BF16";
     case DORAC_DTYPE_F16: return "F16";
+    case DORAC_DTYPE_I32: return "I32";
     default: return "?";
     }
 }
@@ -86,6 +88,7 @@ static double load_as_f64(const void *src, dorac_dtype t, size_t i) {
     case DORAC_DTYPE_F64: return ((const double *)src)[i];
     case DORAC_DTYPE_BF16: return dorac_bf16_to_f32(((const uint16_t *)src)[i]);
     case DORAC_DTYPE_F16: return dorac_f16_to_f32(((const uint16_t *)src)[i]);
+    case DORAC_DTYPE_I32: return ((const int32_t *)src)[i];
     default: return 0.0;
     }
 }
@@ -96,6 +99,7 @@ static void store_from_f64(void *dst, dorac_dtype t, size_t i, double v) {
     case DORAC_DTYPE_F64: ((double *)dst)[i] = v; break;
     case DORAC_DTYPE_BF16: ((uint16_t *)dst)[i] = dorac_f32_to_bf16((float)v); break;
     case DORAC_DTYPE_F16: ((uint16_t *)dst)[i] = dorac_f32_to_f16((float)v); break;
+    case DORAC_DTYPE_I32: ((int32_t *)dst)[i] = (int32_t)v; break;
     default: break;
     }
 }

@@ -16,13 +16,14 @@ typedef enum dorac_dtype {
     DORAC_DTYPE_F64 = 1,
     DORAC_DTYPE_BF16 = 2,
     DORAC_DTYPE_F16 = 3,
+    DORAC_DTYPE_I32 = 4, /* token ids and positions, never arithmetic */
     DORAC_DTYPE_COUNT
 } dorac_dtype;
 
 /* Bytes per element (0 for an invalid value). */
 size_t dorac_dtype_size(dorac_dtype t);
 
-/* "F32", "F64", "BF16", "F16" as safetensors spells them; "?" if invalid. */
+/* "F32", "F64", "BF16", "F16", "I32" as safetensors spells them; "?" if invalid. */
 const char *dorac_dtype_name(dorac_dtype t);
 
 float dorac_bf16_to_f32(uint16_t h);

@@ -1,0 +1,281 @@
+/*
+** cpu_ops_basic.c — the CPU backend's checks, transfers, GEMM and
+** element-wise ops (see cpu_impl.h for the two precisions).
+*/
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "backend/cpu/cpu_impl.h"
+#include "core/rng.h"
+
+#ifdef CPU_BACKEND_F64
+#define cblas_gemm cblas_dgemm
+#else
+#define cblas_gemm cblas_sgemm
+#endif
+
+/* ---------------------------------------------------------------------- */
+/* checks                                                                 */
+/* ---------------------------------------------------------------------- */
+
+int check_type(const dorac_tensor *t, const char *op, const char *what) {
+    if (t->type != REAL_DTYPE)
+        return dorac_error(DORAC_E_UNSUPPORTED, "%s: %s has dtype %s, backend %s needs %s", op,
+                           what, dorac_dtype_name(t->type), BACKEND_NAME,
+                           dorac_dtype_name(REAL_DTYPE));
+    if (t->rows < 0 || t->cols < 0 || t->ld < t->cols || (t->rows * t->cols > 0 && !t->data))
+        return dorac_error(DORAC_E_INVALID, "%s: %s has an invalid view (%lld, %lld) ld %lld", op,
+                           what, (long long)t->rows, (long long)t->cols, (long long)t->ld);
+    return DORAC_OK;
+}
+
+int check_shape(const dorac_tensor *t, int64_t rows, int64_t cols, const char *op,
+                       const char *what) {
+    DORAC_TRY(check_type(t, op, what));
+    if (t->rows != rows || t->cols != cols)
+        return dorac_error(DORAC_E_INVALID, "%s: %s has shape (%lld, %lld), expected (%lld, %lld)",
+                           op, what, (long long)t->rows, (long long)t->cols, (long long)rows,
+                           (long long)cols);
+    return DORAC_OK;
+}
+
+int check_optional_vector(const dorac_tensor *t, int64_t n, const char *op,
+                                 const char *what) {
+    if (!t || !t->data) return DORAC_OK;
+    return check_shape(t, 1, n, op, what);
+}
+
+
+int check_index(const dorac_tensor *t, int64_t n, int64_t limit, const char *op,
+                const char *what) {
+    if (t->type != DORAC_DTYPE_I32)
+        return dorac_error(DORAC_E_UNSUPPORTED, "%s: %s has dtype %s, expected I32", op, what,
+                           dorac_dtype_name(t->type));
+    if (t->rows != 1 || t->cols != n || (n > 0 && !t->data))
+        return dorac_error(DORAC_E_INVALID, "%s: %s has shape (%lld, %lld), expected (1, %lld)", op,
+                           what, (long long)t->rows, (long long)t->cols, (long long)n);
+    const int32_t *v = t->data;
+    for (int64_t i = 0; i < n; i++)
+        if (v[i] < 0 || v[i] >= limit)
+            return dorac_error(DORAC_E_INVALID, "%s: %s[%lld] = %d is outside [0, %lld)", op, what,
+                               (long long)i, (int)v[i], (long long)limit);
+    return DORAC_OK;
+}
+
+/* Host transfers convert between any float types; I32 (ids, positions)
+** tensors move only to and from I32 arrays. */
+static int transfer_types_ok(const dorac_tensor *t, dorac_dtype host_type, const char *op) {
+    if (t->type == DORAC_DTYPE_I32 || host_type == DORAC_DTYPE_I32) {
+        if (t->type != host_type)
+            return dorac_error(DORAC_E_UNSUPPORTED, "%s: cannot convert between %s and %s", op,
+                               dorac_dtype_name(t->type), dorac_dtype_name(host_type));
+        if (t->rows < 0 || t->cols < 0 || t->ld < t->cols)
+            return dorac_error(DORAC_E_INVALID, "%s: invalid I32 view", op);
+        return DORAC_OK;
+    }
+    DORAC_TRY(check_type(t, op, "tensor"));
+    if (dorac_dtype_size(host_type) == 0)
+        return dorac_error(DORAC_E_INVALID, "%s: invalid host dtype %d", op, (int)host_type);
+    return DORAC_OK;
+}
+
+int CPU_FN(upload)(dorac_backend *be, const dorac_tensor *dst, const void *src,
+                   dorac_dtype src_type) {
+    (void)be;
+    DORAC_TRY(transfer_types_ok(dst, src_type, "upload"));
+    size_t row_bytes = (size_t)dst->cols * dorac_dtype_size(src_type);
+    size_t ld_bytes = (size_t)dst->ld * dorac_dtype_size(dst->type);
+    for (int64_t i = 0; i < dst->rows; i++)
+        dorac_convert((char *)dst->data + (size_t)i * ld_bytes, dst->type,
+                      (const char *)src + (size_t)i * row_bytes, src_type, (size_t)dst->cols);
+    return DORAC_OK;
+}
+
+int CPU_FN(download)(dorac_backend *be, void *dst, dorac_dtype dst_type, const dorac_tensor *src) {
+    (void)be;
+    DORAC_TRY(transfer_types_ok(src, dst_type, "download"));
+    size_t row_bytes = (size_t)src->cols * dorac_dtype_size(dst_type);
+    size_t ld_bytes = (size_t)src->ld * dorac_dtype_size(src->type);
+    for (int64_t i = 0; i < src->rows; i++)
+        dorac_convert((char *)dst + (size_t)i * row_bytes, dst_type,
+                      (const char *)src->data + (size_t)i * ld_bytes, src->type, (size_t)src->cols);
+    return DORAC_OK;
+}
+
+int CPU_FN(copy)(dorac_backend *be, const dorac_tensor *dst, const dorac_tensor *src) {
+    (void)be;
+    DORAC_TRY(check_type(src, "copy", "src"));
+    DORAC_TRY(check_shape(dst, src->rows, src->cols, "copy", "dst"));
+    for (int64_t i = 0; i < src->rows; i++)
+        memmove(row_ptr(dst, i), row_ptr(src, i), (size_t)src->cols * sizeof(real));
+    return DORAC_OK;
+}
+
+int CPU_FN(fill)(dorac_backend *be, const dorac_tensor *dst, double value) {
+    (void)be;
+    DORAC_TRY(check_type(dst, "fill", "dst"));
+    real v = (real)value;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < dst->rows; i++) {
+        real *row = row_ptr(dst, i);
+        for (int64_t j = 0; j < dst->cols; j++) row[j] = v;
+    }
+    return DORAC_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* GEMM                                                                   */
+/* ---------------------------------------------------------------------- */
+
+int CPU_FN(gemm)(dorac_backend *be, const dorac_tensor *C, const dorac_tensor *A, bool trans_a,
+                    const dorac_tensor *B, bool trans_b, double alpha, double beta) {
+    (void)be;
+    DORAC_TRY(check_type(A, "gemm", "A"));
+    DORAC_TRY(check_type(B, "gemm", "B"));
+    DORAC_TRY(check_type(C, "gemm", "C"));
+    int64_t M = trans_a ? A->cols : A->rows;
+    int64_t K = trans_a ? A->rows : A->cols;
+    int64_t Kb = trans_b ? B->cols : B->rows;
+    int64_t N = trans_b ? B->rows : B->cols;
+    if (K != Kb || C->rows != M || C->cols != N)
+        return dorac_error(DORAC_E_INVALID,
+                           "gemm: op(A) is (%lld, %lld), op(B) is (%lld, %lld), C is (%lld, %lld)",
+                           (long long)M, (long long)K, (long long)Kb, (long long)N,
+                           (long long)C->rows, (long long)C->cols);
+    if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || A->ld > INT32_MAX ||
+        B->ld > INT32_MAX || C->ld > INT32_MAX)
+        return dorac_error(DORAC_E_UNSUPPORTED, "gemm: dimension exceeds the 32-bit BLAS interface");
+    if (M == 0 || N == 0) return DORAC_OK;
+    if (K == 0) { /* op(A) op(B) is all zeros: C = beta C */
+        for (int64_t i = 0; i < M; i++) {
+            real *row = row_ptr(C, i);
+            for (int64_t j = 0; j < N; j++) row[j] = beta == 0.0 ? 0 : (real)beta * row[j];
+        }
+        return DORAC_OK;
+    }
+    cblas_gemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+               (int)M, (int)N, (int)K, (real)alpha, (const real *)A->data, (int)(A->ld > 0 ? A->ld : 1),
+               (const real *)B->data, (int)(B->ld > 0 ? B->ld : 1), (real)beta, (real *)C->data,
+               (int)(C->ld > 0 ? C->ld : 1));
+    return DORAC_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* element-wise and reductions                                            */
+/* ---------------------------------------------------------------------- */
+
+int CPU_FN(axpby)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *X,
+                     double alpha, double beta) {
+    (void)be;
+    DORAC_TRY(check_type(X, "axpby", "X"));
+    DORAC_TRY(check_shape(out, X->rows, X->cols, "axpby", "out"));
+    real a = (real)alpha, b = (real)beta;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < X->rows; i++) {
+        const real *x = row_ptr(X, i);
+        real *o = row_ptr(out, i);
+        if (beta == 0.0)
+            for (int64_t j = 0; j < X->cols; j++) o[j] = a * x[j];
+        else
+            for (int64_t j = 0; j < X->cols; j++) o[j] = a * x[j] + b * o[j];
+    }
+    return DORAC_OK;
+}
+
+int CPU_FN(row_sumsq)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *W) {
+    (void)be;
+    DORAC_TRY(check_type(W, "row_sumsq", "W"));
+    DORAC_TRY(check_shape(out, 1, W->rows, "row_sumsq", "out"));
+    real *o = out->data;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < W->rows; i++) {
+        const real *row = row_ptr(W, i);
+        double acc = 0.0;
+        for (int64_t j = 0; j < W->cols; j++) acc += (double)row[j] * (double)row[j];
+        o[i] = (real)acc;
+    }
+    return DORAC_OK;
+}
+
+int CPU_FN(col_sum)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *X,
+                       double alpha, double beta) {
+    (void)be;
+    DORAC_TRY(check_type(X, "col_sum", "X"));
+    DORAC_TRY(check_shape(out, 1, X->cols, "col_sum", "out"));
+    real *o = out->data;
+#pragma omp parallel for schedule(static)
+    for (int64_t j = 0; j < X->cols; j++) {
+        double acc = 0.0;
+        for (int64_t i = 0; i < X->rows; i++) acc += row_ptr(X, i)[j];
+        o[j] = (real)(alpha * acc + (beta == 0.0 ? 0.0 : beta * o[j]));
+    }
+    return DORAC_OK;
+}
+
+int CPU_FN(scale_cols_add_bias)(dorac_backend *be, const dorac_tensor *Y,
+                                   const dorac_tensor *scale, const dorac_tensor *bias) {
+    (void)be;
+    DORAC_TRY(check_type(Y, "scale_cols_add_bias", "Y"));
+    DORAC_TRY(check_optional_vector(scale, Y->cols, "scale_cols_add_bias", "scale"));
+    DORAC_TRY(check_optional_vector(bias, Y->cols, "scale_cols_add_bias", "bias"));
+    const real *g = scale ? scale->data : NULL;
+    const real *b = bias ? bias->data : NULL;
+    if (!g && !b) return DORAC_OK;
+    int64_t C = Y->cols;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < Y->rows; i++) {
+        real *row = row_ptr(Y, i);
+        if (g && b)
+            for (int64_t c = 0; c < C; c++) row[c] = g[c] * row[c] + b[c];
+        else if (g)
+            for (int64_t c = 0; c < C; c++) row[c] = g[c] * row[c];
+        else
+            for (int64_t c = 0; c < C; c++) row[c] += b[c];
+    }
+    return DORAC_OK;
+}
+
+int CPU_FN(scale_rows)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *X,
+                          const dorac_tensor *w, double alpha, double beta) {
+    (void)be;
+    DORAC_TRY(check_type(X, "scale_rows", "X"));
+    DORAC_TRY(check_shape(out, X->rows, X->cols, "scale_rows", "out"));
+    DORAC_TRY(check_shape(w, 1, X->rows, "scale_rows", "w"));
+    const real *wv = w->data;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < X->rows; i++) {
+        const real *x = row_ptr(X, i);
+        real *o = row_ptr(out, i);
+        real f = (real)(alpha * wv[i]);
+        if (beta == 0.0)
+            for (int64_t j = 0; j < X->cols; j++) o[j] = f * x[j];
+        else
+            for (int64_t j = 0; j < X->cols; j++) o[j] = (real)beta * o[j] + f * x[j];
+    }
+    return DORAC_OK;
+}
+
+int CPU_FN(dropout)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *in,
+                       double p, uint64_t seed, uint64_t stream, int64_t row0) {
+    (void)be;
+    DORAC_TRY(check_type(in, "dropout", "in"));
+    DORAC_TRY(check_shape(out, in->rows, in->cols, "dropout", "out"));
+    if (!(p >= 0.0 && p < 1.0))
+        return dorac_error(DORAC_E_INVALID, "dropout: probability %g is not in [0, 1)", p);
+    real keep_scale = (real)(1.0 / (1.0 - p));
+    float pf = (float)p;
+    int64_t C = in->cols;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < in->rows; i++) {
+        const real *x = row_ptr(in, i);
+        real *o = row_ptr(out, i);
+        uint64_t base = (uint64_t)(row0 + i) * (uint64_t)C;
+        for (int64_t j = 0; j < C; j++)
+            o[j] = dorac_rng_uniform(seed, stream, base + (uint64_t)j) >= pf ? x[j] * keep_scale : 0;
+    }
+    return DORAC_OK;
+}
+

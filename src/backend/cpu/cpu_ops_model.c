@@ -1,0 +1,510 @@
+/*
+** cpu_ops_model.c — the CPU backend's transformer ops: embeddings,
+** RMSNorm/LayerNorm, RoPE, causal attention (GQA), SwiGLU, GELU (tanh) and
+** softmax cross-entropy, each forward and backward (contracts in
+** backend.h; the two precisions in cpu_impl.h).
+**
+** Size letters: N rows (B*T), C channels, V vocabulary, B batch, T time,
+** H query heads, KV key/value heads, D head dimension.
+**
+** Attention keeps no (T,T) matrix: the forward saves the log-sum-exp of
+** each row of scores, and the backward recomputes the probabilities from it
+** (the flash-attention recurrence, done plainly). Work is split over
+** (batch, kv-head) pairs, so every dk/dv row is written by one thread and
+** results do not depend on the thread count.
+*/
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/cpu_impl.h"
+
+/* ---------------------------------------------------------------------- */
+/* embeddings                                                             */
+/* ---------------------------------------------------------------------- */
+
+int CPU_FN(embedding_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *ids,
+                              const dorac_tensor *table, bool accumulate) {
+    (void)be;
+    const char *op = "embedding_forward";
+    DORAC_TRY(check_type(table, op, "table"));
+    DORAC_TRY(check_shape(out, out->rows, table->cols, op, "out"));
+    DORAC_TRY(check_index(ids, out->rows, table->rows, op, "ids"));
+    const int32_t *id = ids->data;
+    int64_t C = table->cols;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < out->rows; i++) {
+        const real *src = row_ptr(table, id[i]);
+        real *dst = row_ptr(out, i);
+        if (accumulate)
+            for (int64_t c = 0; c < C; c++) dst[c] += src[c];
+        else
+            memcpy(dst, src, (size_t)C * sizeof(real));
+    }
+    return DORAC_OK;
+}
+
+int CPU_FN(embedding_backward)(dorac_backend *be, const dorac_tensor *dtable,
+                               const dorac_tensor *dout, const dorac_tensor *ids) {
+    (void)be;
+    const char *op = "embedding_backward";
+    DORAC_TRY(check_type(dtable, op, "dtable"));
+    DORAC_TRY(check_shape(dout, dout->rows, dtable->cols, op, "dout"));
+    DORAC_TRY(check_index(ids, dout->rows, dtable->rows, op, "ids"));
+    const int32_t *id = ids->data;
+    int64_t C = dtable->cols, N = dout->rows;
+    /* parallel over column blocks: each dtable element is summed over rows i
+    ** in order by one thread, whatever the thread count */
+    const int64_t block = 64;
+#pragma omp parallel for schedule(static)
+    for (int64_t c0 = 0; c0 < C; c0 += block) {
+        int64_t c1 = c0 + block < C ? c0 + block : C;
+        for (int64_t i = 0; i < N; i++) {
+            const real *g = row_ptr(dout, i);
+            real *d = row_ptr(dtable, id[i]);
+            for (int64_t c = c0; c < c1; c++) d[c] += g[c];
+        }
+    }
+    return DORAC_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* normalisation                                                          */
+/* ---------------------------------------------------------------------- */
+
+int CPU_FN(rmsnorm_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *rstd,
+                            const dorac_tensor *x, const dorac_tensor *w, double eps) {
+    (void)be;
+    const char *op = "rmsnorm_forward";
+    DORAC_TRY(check_type(x, op, "x"));
+    int64_t N = x->rows, C = x->cols;
+    DORAC_TRY(check_shape(out, N, C, op, "out"));
+    DORAC_TRY(check_shape(rstd, 1, N, op, "rstd"));
+    DORAC_TRY(check_shape(w, 1, C, op, "weight"));
+    const real *wv = w->data;
+    real *rs = rstd->data;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        const real *xi = row_ptr(x, i);
+        real *oi = row_ptr(out, i);
+        double ss = 0;
+        for (int64_t c = 0; c < C; c++) ss += (double)xi[c] * xi[c];
+        real r = (real)(1.0 / sqrt(ss / (double)C + eps));
+        rs[i] = r;
+        for (int64_t c = 0; c < C; c++) oi[c] = wv[c] * (xi[c] * r);
+    }
+    return DORAC_OK;
+}
+
+int CPU_FN(rmsnorm_backward)(dorac_backend *be, const dorac_tensor *dx, const dorac_tensor *dw,
+                             const dorac_tensor *dout, const dorac_tensor *x,
+                             const dorac_tensor *w, const dorac_tensor *rstd) {
+    (void)be;
+    const char *op = "rmsnorm_backward";
+    DORAC_TRY(check_type(x, op, "x"));
+    int64_t N = x->rows, C = x->cols;
+    DORAC_TRY(check_shape(dx, N, C, op, "dx"));
+    DORAC_TRY(check_shape(dout, N, C, op, "dout"));
+    DORAC_TRY(check_shape(w, 1, C, op, "weight"));
+    DORAC_TRY(check_shape(rstd, 1, N, op, "rstd"));
+    DORAC_TRY(check_optional_vector(dw, C, op, "dweight"));
+    const real *wv = w->data, *rs = rstd->data;
+    /* y = w ⊙ x̂, x̂ = x r:  dx = r (w⊙dy) - r^3 x (sum_c w⊙dy⊙x) / C */
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        const real *xi = row_ptr(x, i), *gi = row_ptr(dout, i);
+        real *di = row_ptr(dx, i);
+        double r = rs[i], dot = 0;
+        for (int64_t c = 0; c < C; c++) dot += (double)wv[c] * gi[c] * xi[c];
+        double k = r * r * r * dot / (double)C;
+        for (int64_t c = 0; c < C; c++) di[c] += (real)(r * wv[c] * gi[c] - k * xi[c]);
+    }
+    if (dw && dw->data) {
+        real *dwv = dw->data;
+#pragma omp parallel for schedule(static)
+        for (int64_t c = 0; c < C; c++) {
+            double acc = 0;
+            for (int64_t i = 0; i < N; i++) acc += (double)row_ptr(dout, i)[c] * row_ptr(x, i)[c] * rs[i];
+            dwv[c] += (real)acc;
+        }
+    }
+    return DORAC_OK;
+}
+
+int CPU_FN(layernorm_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *mean,
+                              const dorac_tensor *rstd, const dorac_tensor *x,
+                              const dorac_tensor *w, const dorac_tensor *b, double eps) {
+    (void)be;
+    const char *op = "layernorm_forward";
+    DORAC_TRY(check_type(x, op, "x"));
+    int64_t N = x->rows, C = x->cols;
+    DORAC_TRY(check_shape(out, N, C, op, "out"));
+    DORAC_TRY(check_shape(mean, 1, N, op, "mean"));
+    DORAC_TRY(check_shape(rstd, 1, N, op, "rstd"));
+    DORAC_TRY(check_shape(w, 1, C, op, "weight"));
+    DORAC_TRY(check_optional_vector(b, C, op, "bias"));
+    const real *wv = w->data, *bv = b ? b->data : NULL;
+    real *mv = mean->data, *rs = rstd->data;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        const real *xi = row_ptr(x, i);
+        real *oi = row_ptr(out, i);
+        double mu = 0, var = 0;
+        for (int64_t c = 0; c < C; c++) mu += xi[c];
+        mu /= (double)C;
+        for (int64_t c = 0; c < C; c++) var += ((double)xi[c] - mu) * ((double)xi[c] - mu);
+        double r = 1.0 / sqrt(var / (double)C + eps);
+        mv[i] = (real)mu;
+        rs[i] = (real)r;
+        for (int64_t c = 0; c < C; c++)
+            oi[c] = (real)(((double)xi[c] - mu) * r * wv[c] + (bv ? bv[c] : 0));
+    }
+    return DORAC_OK;
+}
+
+int CPU_FN(layernorm_backward)(dorac_backend *be, const dorac_tensor *dx, const dorac_tensor *dw,
+                               const dorac_tensor *db, const dorac_tensor *dout,
+                               const dorac_tensor *x, const dorac_tensor *w,
+                               const dorac_tensor *mean, const dorac_tensor *rstd) {
+    (void)be;
+    const char *op = "layernorm_backward";
+    DORAC_TRY(check_type(x, op, "x"));
+    int64_t N = x->rows, C = x->cols;
+    DORAC_TRY(check_shape(dx, N, C, op, "dx"));
+    DORAC_TRY(check_shape(dout, N, C, op, "dout"));
+    DORAC_TRY(check_shape(w, 1, C, op, "weight"));
+    DORAC_TRY(check_shape(mean, 1, N, op, "mean"));
+    DORAC_TRY(check_shape(rstd, 1, N, op, "rstd"));
+    DORAC_TRY(check_optional_vector(dw, C, op, "dweight"));
+    DORAC_TRY(check_optional_vector(db, C, op, "dbias"));
+    const real *wv = w->data, *mv = mean->data, *rs = rstd->data;
+    /* x̂ = (x-mu) r, y = w x̂ + b:
+    ** dx = r (g - mean(g) - x̂ mean(g x̂)), g = w ⊙ dy */
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        const real *xi = row_ptr(x, i), *gi = row_ptr(dout, i);
+        real *di = row_ptr(dx, i);
+        double mu = mv[i], r = rs[i], gmean = 0, gxmean = 0;
+        for (int64_t c = 0; c < C; c++) {
+            double g = (double)wv[c] * gi[c], xh = ((double)xi[c] - mu) * r;
+            gmean += g;
+            gxmean += g * xh;
+        }
+        gmean /= (double)C;
+        gxmean /= (double)C;
+        for (int64_t c = 0; c < C; c++) {
+            double g = (double)wv[c] * gi[c], xh = ((double)xi[c] - mu) * r;
+            di[c] += (real)(r * (g - gmean - xh * gxmean));
+        }
+    }
+    bool want_w = dw && dw->data, want_b = db && db->data;
+    if (want_w || want_b) {
+        real *dwv = want_w ? dw->data : NULL, *dbv = want_b ? db->data : NULL;
+#pragma omp parallel for schedule(static)
+        for (int64_t c = 0; c < C; c++) {
+            double aw = 0, ab = 0;
+            for (int64_t i = 0; i < N; i++) {
+                double g = row_ptr(dout, i)[c];
+                aw += g * ((double)row_ptr(x, i)[c] - mv[i]) * rs[i];
+                ab += g;
+            }
+            if (dwv) dwv[c] += (real)aw;
+            if (dbv) dbv[c] += (real)ab;
+        }
+    }
+    return DORAC_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* RoPE                                                                   */
+/* ---------------------------------------------------------------------- */
+
+int CPU_FN(rope)(dorac_backend *be, const dorac_tensor *x, const dorac_tensor *pos,
+                 const dorac_tensor *cos_t, const dorac_tensor *sin_t, int64_t n_heads,
+                 int64_t head_dim, bool inverse) {
+    (void)be;
+    const char *op = "rope";
+    DORAC_TRY(check_type(x, op, "x"));
+    if (head_dim <= 0 || head_dim % 2 || n_heads <= 0 || x->cols != n_heads * head_dim)
+        return dorac_error(DORAC_E_INVALID, "rope: x has %lld columns, expected %lld heads x %lld (even)",
+                           (long long)x->cols, (long long)n_heads, (long long)head_dim);
+    int64_t half = head_dim / 2;
+    DORAC_TRY(check_shape(cos_t, cos_t->rows, half, op, "cos"));
+    DORAC_TRY(check_shape(sin_t, cos_t->rows, half, op, "sin"));
+    DORAC_TRY(check_index(pos, x->rows, cos_t->rows, op, "positions"));
+    const int32_t *p = pos->data;
+    real sgn = inverse ? -1 : 1;
+    /* HF's rotate_half layout: pairs (j, j + D/2) of each head rotate by
+    ** angle pos * inv_freq[j]. The inverse (the backward) rotates back. */
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < x->rows; i++) {
+        const real *cs = row_ptr(cos_t, p[i]), *sn = row_ptr(sin_t, p[i]);
+        real *xi = row_ptr(x, i);
+        for (int64_t h = 0; h < n_heads; h++) {
+            real *v = xi + h * head_dim;
+            for (int64_t j = 0; j < half; j++) {
+                real a = v[j], b = v[j + half], c = cs[j], s = sgn * sn[j];
+                v[j] = a * c - b * s;
+                v[j + half] = b * c + a * s;
+            }
+        }
+    }
+    return DORAC_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* causal attention                                                       */
+/* ---------------------------------------------------------------------- */
+
+static int check_attention(const dorac_tensor *o, const dorac_tensor *q, const dorac_tensor *k,
+                           const dorac_tensor *v, const dorac_tensor *lse, int64_t B, int64_t T,
+                           int64_t H, int64_t KV, int64_t D, const char *op) {
+    if (B <= 0 || T <= 0 || H <= 0 || KV <= 0 || D <= 0 || H % KV)
+        return dorac_error(DORAC_E_INVALID, "%s: bad sizes B=%lld T=%lld H=%lld KV=%lld D=%lld", op,
+                           (long long)B, (long long)T, (long long)H, (long long)KV, (long long)D);
+    DORAC_TRY(check_shape(q, B * T, H * D, op, "q"));
+    DORAC_TRY(check_shape(k, B * T, KV * D, op, "k"));
+    DORAC_TRY(check_shape(v, B * T, KV * D, op, "v"));
+    DORAC_TRY(check_shape(o, B * T, H * D, op, "out"));
+    DORAC_TRY(check_shape(lse, 1, B * H * T, op, "lse"));
+    return DORAC_OK;
+}
+
+static real dot(const real *a, const real *b, int64_t n) {
+    real s = 0;
+    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+int CPU_FN(attention_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *lse,
+                              const dorac_tensor *q, const dorac_tensor *k, const dorac_tensor *v,
+                              int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D) {
+    (void)be;
+    DORAC_TRY(check_attention(out, q, k, v, lse, B, T, H, KV, D, "attention_forward"));
+    real *lv = lse->data;
+    const real scale = (real)(1.0 / sqrt((double)D));
+    int64_t group = H / KV;
+    int failed = 0;
+#pragma omp parallel
+    {
+        real *scores = malloc((size_t)T * sizeof(real));
+        double *acc = malloc((size_t)D * sizeof(double));
+        if (!scores || !acc) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t bh = 0; bh < B * H; bh++) {
+            if (failed) continue;
+            int64_t b = bh / H, h = bh % H, kvh = h / group;
+            for (int64_t t = 0; t < T; t++) {
+                const real *qt = row_ptr(q, b * T + t) + h * D;
+                real mx = -INFINITY;
+                for (int64_t s = 0; s <= t; s++) {
+                    scores[s] = dot(qt, row_ptr(k, b * T + s) + kvh * D, D) * scale;
+                    if (scores[s] > mx) mx = scores[s];
+                }
+                double sum = 0;
+                for (int64_t d = 0; d < D; d++) acc[d] = 0;
+                for (int64_t s = 0; s <= t; s++) {
+                    double p = exp((double)(scores[s] - mx));
+                    sum += p;
+                    const real *vs = row_ptr(v, b * T + s) + kvh * D;
+                    for (int64_t d = 0; d < D; d++) acc[d] += p * vs[d];
+                }
+                real *ot = row_ptr(out, b * T + t) + h * D;
+                for (int64_t d = 0; d < D; d++) ot[d] = (real)(acc[d] / sum);
+                lv[bh * T + t] = (real)((double)mx + log(sum));
+            }
+        }
+        free(scores);
+        free(acc);
+    }
+    if (failed) return dorac_error(DORAC_E_NOMEM, "attention_forward: out of memory for scratch");
+    return DORAC_OK;
+}
+
+int CPU_FN(attention_backward)(dorac_backend *be, const dorac_tensor *dq, const dorac_tensor *dk,
+                               const dorac_tensor *dv, const dorac_tensor *dout,
+                               const dorac_tensor *q, const dorac_tensor *k, const dorac_tensor *v,
+                               const dorac_tensor *out, const dorac_tensor *lse, int64_t B,
+                               int64_t T, int64_t H, int64_t KV, int64_t D) {
+    (void)be;
+    const char *op = "attention_backward";
+    DORAC_TRY(check_attention(out, q, k, v, lse, B, T, H, KV, D, op));
+    DORAC_TRY(check_shape(dq, B * T, H * D, op, "dq"));
+    DORAC_TRY(check_shape(dk, B * T, KV * D, op, "dk"));
+    DORAC_TRY(check_shape(dv, B * T, KV * D, op, "dv"));
+    DORAC_TRY(check_shape(dout, B * T, H * D, op, "dout"));
+    const real *lv = lse->data;
+    const double scale = 1.0 / sqrt((double)D);
+    int64_t group = H / KV;
+    /* one (b, kv head) per task: it owns dk, dv of that head and dq of its
+    ** query heads, so no two threads write the same element */
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t bk = 0; bk < B * KV; bk++) {
+        int64_t b = bk / KV, kvh = bk % KV;
+        for (int64_t t = 0; t < T; t++) {
+            memset(row_ptr(dk, b * T + t) + kvh * D, 0, (size_t)D * sizeof(real));
+            memset(row_ptr(dv, b * T + t) + kvh * D, 0, (size_t)D * sizeof(real));
+        }
+        for (int64_t h = kvh * group; h < (kvh + 1) * group; h++) {
+            for (int64_t t = 0; t < T; t++) {
+                const real *qt = row_ptr(q, b * T + t) + h * D;
+                const real *gt = row_ptr(dout, b * T + t) + h * D;
+                const real *ot = row_ptr(out, b * T + t) + h * D;
+                real *dqt = row_ptr(dq, b * T + t) + h * D;
+                double l = lv[(b * H + h) * T + t];
+                double Dt = dot(gt, ot, D); /* sum_s p_s dp_s = dout · out */
+                for (int64_t d = 0; d < D; d++) dqt[d] = 0;
+                for (int64_t s = 0; s <= t; s++) {
+                    const real *ks = row_ptr(k, b * T + s) + kvh * D;
+                    const real *vs = row_ptr(v, b * T + s) + kvh * D;
+                    real *dks = row_ptr(dk, b * T + s) + kvh * D;
+                    real *dvs = row_ptr(dv, b * T + s) + kvh * D;
+                    double p = exp(dot(qt, ks, D) * scale - l);
+                    double dp = dot(gt, vs, D);
+                    real ds = (real)(p * (dp - Dt) * scale);
+                    real pr = (real)p;
+                    for (int64_t d = 0; d < D; d++) {
+                        dqt[d] += ds * ks[d];
+                        dks[d] += ds * qt[d];
+                        dvs[d] += pr * gt[d];
+                    }
+                }
+            }
+        }
+    }
+    return DORAC_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* activations                                                            */
+/* ---------------------------------------------------------------------- */
+
+int CPU_FN(swiglu_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *gate,
+                           const dorac_tensor *up) {
+    (void)be;
+    const char *op = "swiglu_forward";
+    DORAC_TRY(check_type(gate, op, "gate"));
+    DORAC_TRY(check_shape(up, gate->rows, gate->cols, op, "up"));
+    DORAC_TRY(check_shape(out, gate->rows, gate->cols, op, "out"));
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < gate->rows; i++) {
+        const real *g = row_ptr(gate, i), *u = row_ptr(up, i);
+        real *o = row_ptr(out, i);
+        for (int64_t c = 0; c < gate->cols; c++) o[c] = g[c] / (1 + exp(-g[c])) * u[c];
+    }
+    return DORAC_OK;
+}
+
+int CPU_FN(swiglu_backward)(dorac_backend *be, const dorac_tensor *dgate, const dorac_tensor *dup,
+                            const dorac_tensor *dout, const dorac_tensor *gate,
+                            const dorac_tensor *up) {
+    (void)be;
+    const char *op = "swiglu_backward";
+    DORAC_TRY(check_type(gate, op, "gate"));
+    int64_t N = gate->rows, C = gate->cols;
+    DORAC_TRY(check_shape(up, N, C, op, "up"));
+    DORAC_TRY(check_shape(dout, N, C, op, "dout"));
+    DORAC_TRY(check_shape(dgate, N, C, op, "dgate"));
+    DORAC_TRY(check_shape(dup, N, C, op, "dup"));
+    /* silu(g) = g σ(g), silu'(g) = σ(g) (1 + g (1 - σ(g))) */
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        const real *g = row_ptr(gate, i), *u = row_ptr(up, i), *d = row_ptr(dout, i);
+        real *dg = row_ptr(dgate, i), *du = row_ptr(dup, i);
+        for (int64_t c = 0; c < C; c++) {
+            real sg = 1 / (1 + exp(-g[c]));
+            real dd = d[c];
+            du[c] = dd * g[c] * sg;
+            dg[c] = dd * u[c] * sg * (1 + g[c] * (1 - sg));
+        }
+    }
+    return DORAC_OK;
+}
+
+#define GELU_K 0.7978845608028654 /* sqrt(2/pi) */
+
+int CPU_FN(gelu_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *x) {
+    (void)be;
+    DORAC_TRY(check_type(x, "gelu_forward", "x"));
+    DORAC_TRY(check_shape(out, x->rows, x->cols, "gelu_forward", "out"));
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < x->rows; i++) {
+        const real *xi = row_ptr(x, i);
+        real *oi = row_ptr(out, i);
+        for (int64_t c = 0; c < x->cols; c++) {
+            real a = xi[c];
+            oi[c] = (real)0.5 * a * (1 + tanh((real)GELU_K * (a + (real)0.044715 * a * a * a)));
+        }
+    }
+    return DORAC_OK;
+}
+
+int CPU_FN(gelu_backward)(dorac_backend *be, const dorac_tensor *dx, const dorac_tensor *dout,
+                          const dorac_tensor *x) {
+    (void)be;
+    DORAC_TRY(check_type(x, "gelu_backward", "x"));
+    DORAC_TRY(check_shape(dx, x->rows, x->cols, "gelu_backward", "dx"));
+    DORAC_TRY(check_shape(dout, x->rows, x->cols, "gelu_backward", "dout"));
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < x->rows; i++) {
+        const real *xi = row_ptr(x, i), *gi = row_ptr(dout, i);
+        real *di = row_ptr(dx, i);
+        for (int64_t c = 0; c < x->cols; c++) {
+            real a = xi[c];
+            real u = (real)GELU_K * (a + (real)0.044715 * a * a * a);
+            real th = tanh(u);
+            real du = (real)GELU_K * (1 + (real)3 * (real)0.044715 * a * a);
+            di[c] = gi[c] * ((real)0.5 * (1 + th) + (real)0.5 * a * (1 - th * th) * du);
+        }
+    }
+    return DORAC_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* softmax cross-entropy                                                  */
+/* ---------------------------------------------------------------------- */
+
+int CPU_FN(cross_entropy)(dorac_backend *be, const dorac_tensor *loss, const dorac_tensor *dlogits,
+                          const dorac_tensor *logits, const dorac_tensor *targets,
+                          double dscale) {
+    (void)be;
+    const char *op = "cross_entropy";
+    DORAC_TRY(check_type(logits, op, "logits"));
+    int64_t N = logits->rows, V = logits->cols;
+    DORAC_TRY(check_shape(loss, 1, N, op, "loss"));
+    bool grad = dlogits && dlogits->data;
+    if (grad) DORAC_TRY(check_shape(dlogits, N, V, op, "dlogits"));
+    if (targets->type != DORAC_DTYPE_I32 || targets->rows != 1 || targets->cols != N)
+        return dorac_error(DORAC_E_INVALID, "cross_entropy: targets must be I32 (1, %lld)", (long long)N);
+    const int32_t *tg = targets->data;
+    for (int64_t i = 0; i < N; i++)
+        if (tg[i] != DORAC_IGNORE_INDEX && (tg[i] < 0 || tg[i] >= V))
+            return dorac_error(DORAC_E_INVALID, "cross_entropy: target[%lld] = %d is outside [0, %lld)",
+                               (long long)i, (int)tg[i], (long long)V);
+    real *lv = loss->data;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N; i++) {
+        const real *z = row_ptr(logits, i);
+        real *dz = grad ? row_ptr(dlogits, i) : NULL;
+        if (tg[i] == DORAC_IGNORE_INDEX) {
+            lv[i] = 0;
+            if (dz) memset(dz, 0, (size_t)V * sizeof(real));
+            continue;
+        }
+        real mx = z[0];
+        for (int64_t c = 1; c < V; c++) mx = z[c] > mx ? z[c] : mx;
+        double sum = 0;
+        for (int64_t c = 0; c < V; c++) sum += exp((double)(z[c] - mx));
+        double lse = (double)mx + log(sum);
+        double target_logit = z[tg[i]];
+        lv[i] = (real)(lse - target_logit);
+        if (dz) {
+            for (int64_t c = 0; c < V; c++) dz[c] = (real)(exp((double)z[c] - lse) * dscale);
+            dz[tg[i]] -= (real)dscale;
+        }
+    }
+    return DORAC_OK;
+}
