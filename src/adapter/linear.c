@@ -210,6 +210,11 @@ static int check_activation(const dorac_linear *L, const dorac_tensor *t, int64_
 
 int dorac_linear_forward(dorac_linear *L, const dorac_tensor *y, const dorac_tensor *u,
                          const dorac_tensor *x, uint64_t dropout_seed) {
+    return dorac_linear_forward_ex(L, y, u, x, dropout_seed, true);
+}
+
+int dorac_linear_forward_ex(dorac_linear *L, const dorac_tensor *y, const dorac_tensor *u,
+                            const dorac_tensor *x, uint64_t dropout_seed, bool update_norm) {
     dorac_backend *be = L->be;
     int64_t N = x->rows;
     DORAC_TRY(check_activation(L, x, N, L->in, "x"));
@@ -235,7 +240,7 @@ int dorac_linear_forward(dorac_linear *L, const dorac_tensor *y, const dorac_ten
 
     if (L->cfg.method == DORAC_METHOD_DORA) {
         /* y = g ⊙ z + b, g = m / n from the factored norm */
-        DORAC_TRY(dorac_dora_update_norm(L));
+        if (update_norm) DORAC_TRY(dorac_dora_update_norm(L));
         return be->scale_cols_add_bias(be, y, &L->g, &L->t.bias);
     }
     return be->scale_cols_add_bias(be, y, NULL, &L->t.bias);

@@ -122,6 +122,13 @@ int dorac_dora_init_magnitude_tensor(dorac_backend *be, const dorac_tensor *m,
 int dorac_linear_forward(dorac_linear *L, const dorac_tensor *y, const dorac_tensor *u,
                          const dorac_tensor *x, uint64_t dropout_seed);
 
+/* The same, with control over DoRA's norm: update_norm = false reuses the
+** caches of the previous forward (P, G, n, g) without recomputing them. Use
+** it only while A, B and m are unchanged since that forward, e.g. for the
+** later row chunks of one batch (the model's lm_head). */
+int dorac_linear_forward_ex(dorac_linear *L, const dorac_tensor *y, const dorac_tensor *u,
+                            const dorac_tensor *x, uint64_t dropout_seed, bool update_norm);
+
 /* Gradients. dy (N,out); x, y, u as given to and produced by the forward
 ** just before. dx (N,in) is overwritten, or added to when accumulate_dx, or
 ** skipped when absent. Parameter gradients are added to.

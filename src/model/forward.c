@@ -1,0 +1,404 @@
+/*
+** forward.c — the model's forward and backward passes, as flat lists of
+** backend op calls (llm.c style), and the activations they keep.
+**
+** Size letters: B batch, T time, N = B*T rows, C hidden, H heads, KV kv
+** heads, D head dim, I intermediate, V vocabulary, r adapter rank.
+**
+** Gradient flow through a block (Llama; GPT-2 is the same shape):
+**     out = res2 + down(mlp(norm2(res2))),  res2 = res + o(attn(norm1(res)))
+** dres holds d(out) on entry; the skip connections are the norm
+** backwards accumulating (+=) into dres, so that dres holds d(res) on exit.
+** DoRA's o/down projections read dres and write their dz to a shared
+** scratch; every other adapted linear writes dz over its own dy buffer.
+*/
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "model/model_internal.h"
+
+/* ---------------------------------------------------------------------- */
+/* activations                                                            */
+/* ---------------------------------------------------------------------- */
+
+static dorac_tensor col_view(const dorac_tensor *t, int64_t c0, int64_t ncols) {
+    dorac_tensor v = *t;
+    v.data = (char *)t->data + (size_t)c0 * dorac_dtype_size(t->type);
+    v.cols = ncols;
+    return v;
+}
+
+static void tensors_free(dorac_backend *be, dorac_tensor *ts, size_t n) {
+    for (size_t i = 0; i < n; i++) dorac_tensor_free(be, &ts[i]);
+}
+
+void dorac_model_acts_free(dorac_model *m) {
+    model_acts *a = &m->acts;
+    dorac_backend *be = m->be;
+    for (int64_t s = 0; a->blocks && s < a->n_sets; s++) {
+        block_acts *b = &a->blocks[s];
+        if (m->cfg.family == DORAC_FAMILY_GPT2) b->q = b->k = b->v = b->qr = b->kr = dorac_tensor_none(be->act_type);
+        dorac_tensor *ts[] = {&b->res, &b->ln1, &b->ln1_mean, &b->ln1_rstd, &b->qkv, &b->q, &b->k, &b->v,
+                              &b->qr, &b->kr, &b->att, &b->lse, &b->o, &b->res2, &b->ln2, &b->ln2_mean,
+                              &b->ln2_rstd, &b->fc1, &b->fc2, &b->act, &b->down};
+        for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) dorac_tensor_free(be, ts[i]);
+        tensors_free(be, b->u, LIN_PER_BLOCK);
+    }
+    free(a->blocks);
+    dorac_tensor *g[] = {&a->ids, &a->pos, &a->targets, &a->res_final, &a->lnf, &a->lnf_mean, &a->lnf_rstd,
+                         &a->dlnf, &a->logits, &a->dlogits, &a->loss, &a->u_head, &a->dres, &a->dln,
+                         &a->dq, &a->dk, &a->dv, &a->dqkv, &a->datt, &a->dfc1, &a->dfc2, &a->dact,
+                         &a->dscratch};
+    for (size_t i = 0; i < sizeof g / sizeof g[0]; i++) dorac_tensor_free(be, g[i]);
+    memset(a, 0, sizeof *a);
+}
+
+typedef struct allocator {
+    dorac_backend *be;
+    int rc;
+} allocator;
+
+static void alloc_t(allocator *al, dorac_tensor *t, dorac_dtype type, int64_t rows, int64_t cols,
+                    const char *what) {
+    if (al->rc) {
+        *t = dorac_tensor_none(type);
+        return;
+    }
+    al->rc = dorac_tensor_alloc(al->be, t, type, rows, cols, what);
+}
+
+static void alloc_block(dorac_model *m, allocator *al, block_acts *b, int64_t l) {
+    const dorac_model_config *c = &m->cfg;
+    dorac_dtype at = m->be->act_type, pt = m->be->param_type;
+    int64_t N = m->acts.N, C = c->hidden_size, I = c->intermediate_size;
+    int64_t HD = c->n_heads * c->head_dim, KVD = c->n_kv_heads * c->head_dim;
+    bool gpt2 = c->family == DORAC_FAMILY_GPT2;
+    alloc_t(al, &b->res, at, N, C, "res");
+    alloc_t(al, &b->ln1, at, N, C, "ln1");
+    alloc_t(al, &b->ln1_mean, pt, 1, N, "ln1 mean");
+    alloc_t(al, &b->ln1_rstd, pt, 1, N, "ln1 rstd");
+    if (gpt2) {
+        alloc_t(al, &b->qkv, at, N, 3 * C, "qkv");
+        if (!al->rc) {
+            b->q = b->qr = col_view(&b->qkv, 0, C);
+            b->k = b->kr = col_view(&b->qkv, C, C);
+            b->v = col_view(&b->qkv, 2 * C, C);
+        }
+    } else {
+        b->qkv = dorac_tensor_none(at);
+        alloc_t(al, &b->q, at, N, HD, "q");
+        alloc_t(al, &b->k, at, N, KVD, "k");
+        alloc_t(al, &b->v, at, N, KVD, "v");
+        alloc_t(al, &b->qr, at, N, HD, "q rotated");
+        alloc_t(al, &b->kr, at, N, KVD, "k rotated");
+    }
+    alloc_t(al, &b->att, at, N, HD, "attention out");
+    alloc_t(al, &b->lse, pt, 1, m->acts.B * c->n_heads * m->acts.T, "attention lse");
+    alloc_t(al, &b->o, at, N, C, "o");
+    alloc_t(al, &b->res2, at, N, C, "res2");
+    alloc_t(al, &b->ln2, at, N, C, "ln2");
+    alloc_t(al, &b->ln2_mean, pt, 1, N, "ln2 mean");
+    alloc_t(al, &b->ln2_rstd, pt, 1, N, "ln2 rstd");
+    alloc_t(al, &b->fc1, at, N, I, "fc1");
+    if (gpt2) b->fc2 = dorac_tensor_none(at);
+    else alloc_t(al, &b->fc2, at, N, I, "fc2");
+    alloc_t(al, &b->act, at, N, I, "mlp act");
+    alloc_t(al, &b->down, at, N, C, "down");
+    for (int k = 0; k < LIN_PER_BLOCK; k++) {
+        dorac_model_linear *lin = m->blocks[l].lin[k];
+        if (lin && dorac_linear_has_adapter(&lin->L)) alloc_t(al, &b->u[k], at, N, lin->L.cfg.rank, "adapter u");
+        else b->u[k] = dorac_tensor_none(at);
+    }
+}
+
+/* Allocates activations for (B, T) unless those already held fit. Adapter
+** ranks are read from the linears, so call after the method is set. */
+static int acts_ensure(dorac_model *m, int64_t B, int64_t T, bool train) {
+    model_acts *a = &m->acts;
+    if (a->blocks && a->B == B && a->T == T && a->train == train) return DORAC_OK;
+    dorac_model_acts_free(m);
+    const dorac_model_config *c = &m->cfg;
+    int64_t N = B * T, C = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+    int64_t HD = c->n_heads * c->head_dim, KVD = c->n_kv_heads * c->head_dim;
+    a->B = B, a->T = T, a->N = N, a->train = train;
+    a->n_sets = train ? c->n_layers : 1;
+    a->blocks = calloc((size_t)a->n_sets, sizeof *a->blocks);
+    if (!a->blocks) return dorac_error(DORAC_E_NOMEM, "model: out of memory for activations");
+    dorac_backend *be = m->be;
+    dorac_dtype at = be->act_type, pt = be->param_type;
+    allocator al = {be, DORAC_OK};
+    for (int64_t s = 0; s < a->n_sets; s++) alloc_block(m, &al, &a->blocks[s], s);
+    alloc_t(&al, &a->ids, DORAC_DTYPE_I32, 1, N, "ids");
+    alloc_t(&al, &a->pos, DORAC_DTYPE_I32, 1, N, "positions");
+    alloc_t(&al, &a->targets, DORAC_DTYPE_I32, 1, N, "targets");
+    alloc_t(&al, &a->res_final, at, N, C, "final residual");
+    alloc_t(&al, &a->lnf, at, N, C, "final norm");
+    alloc_t(&al, &a->lnf_mean, pt, 1, N, "final norm mean");
+    alloc_t(&al, &a->lnf_rstd, pt, 1, N, "final norm rstd");
+    int64_t chunk = N < DORAC_MODEL_HEAD_CHUNK ? N : DORAC_MODEL_HEAD_CHUNK;
+    alloc_t(&al, &a->logits, at, chunk, V, "logits chunk");
+    alloc_t(&al, &a->loss, pt, 1, chunk, "loss chunk");
+    if (dorac_linear_has_adapter(&m->head->L)) alloc_t(&al, &a->u_head, at, chunk, m->head->L.cfg.rank, "head u");
+    if (train) {
+        bool gpt2 = c->family == DORAC_FAMILY_GPT2;
+        alloc_t(&al, &a->dlogits, at, chunk, V, "dlogits chunk");
+        alloc_t(&al, &a->dlnf, at, N, C, "d final norm");
+        alloc_t(&al, &a->dres, at, N, C, "d residual");
+        alloc_t(&al, &a->dln, at, N, C, "d norm");
+        if (gpt2) {
+            alloc_t(&al, &a->dqkv, at, N, 3 * C, "d qkv");
+        } else {
+            alloc_t(&al, &a->dq, at, N, HD, "dq");
+            alloc_t(&al, &a->dk, at, N, KVD, "dk");
+            alloc_t(&al, &a->dv, at, N, KVD, "dv");
+        }
+        alloc_t(&al, &a->datt, at, N, HD, "d attention");
+        alloc_t(&al, &a->dfc1, at, N, I, "d fc1");
+        if (!gpt2) alloc_t(&al, &a->dfc2, at, N, I, "d fc2");
+        alloc_t(&al, &a->dact, at, N, I, "d act");
+        if (m->method == DORAC_METHOD_DORA) alloc_t(&al, &a->dscratch, at, N, C, "dz scratch");
+    }
+    if (al.rc) {
+        dorac_model_acts_free(m);
+        return dorac_error_prefix(al.rc, "model activations for B=%lld T=%lld", (long long)B, (long long)T);
+    }
+    return DORAC_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* forward                                                                */
+/* ---------------------------------------------------------------------- */
+
+static int norm_forward(dorac_model *m, const dorac_tensor *out, const dorac_tensor *mean,
+                        const dorac_tensor *rstd, const dorac_tensor *x, dorac_model_param *w,
+                        dorac_model_param *b) {
+    dorac_backend *be = m->be;
+    if (m->cfg.family == DORAC_FAMILY_GPT2)
+        return be->layernorm_forward(be, out, mean, rstd, x, &w->w, &b->w, m->cfg.norm_eps);
+    return be->rmsnorm_forward(be, out, rstd, x, &w->w, m->cfg.norm_eps);
+}
+
+static int norm_backward(dorac_model *m, const dorac_tensor *dx, const dorac_tensor *dout,
+                         const dorac_tensor *x, const dorac_tensor *mean, const dorac_tensor *rstd,
+                         dorac_model_param *w, dorac_model_param *b) {
+    dorac_backend *be = m->be;
+    if (m->cfg.family == DORAC_FAMILY_GPT2)
+        return be->layernorm_backward(be, dx, &w->grad, &b->grad, dout, x, &w->w, mean, rstd);
+    return be->rmsnorm_backward(be, dx, &w->grad, dout, x, &w->w, rstd);
+}
+
+/* out = a + b, for the residual stream */
+static int residual_add(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *a,
+                        const dorac_tensor *b) {
+    if (out->data != a->data) DORAC_TRY(be->copy(be, out, a));
+    return be->axpby(be, out, b, 1.0, 1.0);
+}
+
+static int block_forward(dorac_model *m, int64_t l, block_acts *b, const dorac_tensor *out,
+                         uint64_t seed) {
+    dorac_backend *be = m->be;
+    const dorac_model_config *c = &m->cfg;
+    block_params *p = &m->blocks[l];
+    model_acts *a = &m->acts;
+    int64_t B = a->B, T = a->T, H = c->n_heads, KV = c->n_kv_heads, D = c->head_dim;
+    dorac_linear *lin[LIN_PER_BLOCK];
+    for (int k = 0; k < LIN_PER_BLOCK; k++) lin[k] = p->lin[k] ? &p->lin[k]->L : NULL;
+
+    DORAC_TRY(norm_forward(m, &b->ln1, &b->ln1_mean, &b->ln1_rstd, &b->res, p->ln1_w, p->ln1_b));
+    if (c->family == DORAC_FAMILY_GPT2) {
+        DORAC_TRY(dorac_linear_forward(lin[LIN_QKV], &b->qkv, &b->u[LIN_QKV], &b->ln1, seed));
+    } else {
+        DORAC_TRY(dorac_linear_forward(lin[LIN_Q], &b->q, &b->u[LIN_Q], &b->ln1, seed));
+        DORAC_TRY(dorac_linear_forward(lin[LIN_K], &b->k, &b->u[LIN_K], &b->ln1, seed));
+        DORAC_TRY(dorac_linear_forward(lin[LIN_V], &b->v, &b->u[LIN_V], &b->ln1, seed));
+        /* rotated copies: the linears' outputs stay as DoRA's backward needs them */
+        DORAC_TRY(be->copy(be, &b->qr, &b->q));
+        DORAC_TRY(be->copy(be, &b->kr, &b->k));
+        DORAC_TRY(be->rope(be, &b->qr, &a->pos, &m->rope_cos, &m->rope_sin, H, D, false));
+        DORAC_TRY(be->rope(be, &b->kr, &a->pos, &m->rope_cos, &m->rope_sin, KV, D, false));
+    }
+    DORAC_TRY(be->attention_forward(be, &b->att, &b->lse, &b->qr, &b->kr, &b->v, B, T, H, KV, D));
+    DORAC_TRY(dorac_linear_forward(lin[LIN_O], &b->o, &b->u[LIN_O], &b->att, seed));
+    DORAC_TRY(residual_add(be, &b->res2, &b->res, &b->o));
+
+    DORAC_TRY(norm_forward(m, &b->ln2, &b->ln2_mean, &b->ln2_rstd, &b->res2, p->ln2_w, p->ln2_b));
+    if (c->family == DORAC_FAMILY_GPT2) {
+        DORAC_TRY(dorac_linear_forward(lin[LIN_UP], &b->fc1, &b->u[LIN_UP], &b->ln2, seed));
+        DORAC_TRY(be->gelu_forward(be, &b->act, &b->fc1));
+    } else {
+        DORAC_TRY(dorac_linear_forward(lin[LIN_GATE], &b->fc1, &b->u[LIN_GATE], &b->ln2, seed));
+        DORAC_TRY(dorac_linear_forward(lin[LIN_UP], &b->fc2, &b->u[LIN_UP], &b->ln2, seed));
+        DORAC_TRY(be->swiglu_forward(be, &b->act, &b->fc1, &b->fc2));
+    }
+    DORAC_TRY(dorac_linear_forward(lin[LIN_DOWN], &b->down, &b->u[LIN_DOWN], &b->act, seed));
+    return residual_add(be, out, &b->res2, &b->down);
+}
+
+/* The lm_head and cross-entropy over row chunks; with train, also the
+** head's backward into dlnf. */
+static int head_forward(dorac_model *m, bool train, bool has_targets, double grad_scale,
+                        uint64_t seed, dorac_forward_result *res, float *logits_out) {
+    dorac_backend *be = m->be;
+    model_acts *a = &m->acts;
+    int64_t N = a->N, V = m->cfg.vocab_size, chunk = a->logits.rows;
+    double *loss_host = malloc((size_t)chunk * sizeof *loss_host);
+    if (!loss_host) return dorac_error(DORAC_E_NOMEM, "model: out of memory");
+    int rc = DORAC_OK;
+    for (int64_t i0 = 0; i0 < N && !rc; i0 += chunk) {
+        int64_t rows = N - i0 < chunk ? N - i0 : chunk;
+        uint64_t cseed = dorac_mix64(seed ^ (uint64_t)i0);
+        dorac_tensor x_c = dorac_tensor_rows(&a->lnf, i0, rows);
+        dorac_tensor logits_c = dorac_tensor_rows(&a->logits, 0, rows);
+        dorac_tensor u_c = a->u_head.data ? dorac_tensor_rows(&a->u_head, 0, rows) : a->u_head;
+        rc = dorac_linear_forward_ex(&m->head->L, &logits_c, &u_c, &x_c, cseed, i0 == 0);
+        if (!rc && logits_out) rc = be->download(be, logits_out + (size_t)i0 * (size_t)V, DORAC_DTYPE_F32, &logits_c);
+        if (rc || !has_targets) continue;
+        dorac_tensor t_c = {(int32_t *)a->targets.data + i0, DORAC_DTYPE_I32, 1, rows, rows};
+        dorac_tensor loss_c = dorac_tensor_rows(&a->loss, 0, 1);
+        loss_c.cols = rows;
+        dorac_tensor dlogits_c = train ? dorac_tensor_rows(&a->dlogits, 0, rows) : dorac_tensor_none(be->act_type);
+        rc = be->cross_entropy(be, &loss_c, &dlogits_c, &logits_c, &t_c, grad_scale);
+        if (!rc) rc = be->download(be, loss_host, DORAC_DTYPE_F64, &loss_c);
+        for (int64_t i = 0; !rc && i < rows; i++) res->loss_sum += loss_host[i];
+        if (!rc && train) {
+            dorac_tensor dx_c = dorac_tensor_rows(&a->dlnf, i0, rows);
+            rc = dorac_linear_backward(&m->head->L, &dx_c, false, &dlogits_c, &dlogits_c, &x_c, &logits_c,
+                                       &u_c, cseed);
+        }
+    }
+    free(loss_host);
+    return rc;
+}
+
+int dorac_model_forward(dorac_model *m, const dorac_batch *batch, bool train, double grad_scale,
+                        uint64_t dropout_seed, dorac_forward_result *res, float *logits_out) {
+    dorac_backend *be = m->be;
+    const dorac_model_config *c = &m->cfg;
+    int64_t B = batch->B, T = batch->T;
+    res->loss_sum = 0;
+    res->n_tokens = 0;
+    if (B <= 0 || T <= 0 || B > (1 << 20) || T > (1 << 24) || B * T > (1 << 28))
+        return dorac_error(DORAC_E_INVALID, "model: batch shape B=%lld T=%lld is out of range", (long long)B, (long long)T);
+    if (T > c->max_positions)
+        return dorac_error(DORAC_E_INVALID, "model: sequence length %lld exceeds max_position_embeddings %lld",
+                           (long long)T, (long long)c->max_positions);
+    if (train && !batch->targets) return dorac_error(DORAC_E_INVALID, "model: training needs targets");
+    if (train && m->method == DORAC_METHOD_FROZEN)
+        return dorac_error(DORAC_E_INVALID, "model: nothing to train (no method set)");
+    m->acts.ready_for_backward = false;
+    DORAC_TRY(acts_ensure(m, B, T, train));
+    model_acts *a = &m->acts;
+    int64_t N = B * T;
+
+    int32_t *pos = malloc((size_t)N * sizeof *pos);
+    if (!pos) return dorac_error(DORAC_E_NOMEM, "model: out of memory");
+    for (int64_t i = 0; i < N; i++) pos[i] = (int32_t)(i % T);
+    int rc = be->upload(be, &a->pos, pos, DORAC_DTYPE_I32);
+    free(pos);
+    DORAC_TRY(rc);
+    DORAC_TRY(be->upload(be, &a->ids, batch->ids, DORAC_DTYPE_I32));
+    if (batch->targets) {
+        DORAC_TRY(be->upload(be, &a->targets, batch->targets, DORAC_DTYPE_I32));
+        for (int64_t i = 0; i < N; i++) {
+            int32_t t = batch->targets[i];
+            if (t == DORAC_IGNORE_INDEX) continue;
+            if (t < 0 || t >= c->vocab_size)
+                return dorac_error(DORAC_E_INVALID, "model: target %d at row %lld is outside the vocabulary [0, %lld)",
+                                   (int)t, (long long)i, (long long)c->vocab_size);
+            res->n_tokens++;
+        }
+    }
+
+    /* embeddings into the first block's residual input */
+    block_acts *b0 = &a->blocks[0];
+    rc = be->embedding_forward(be, &b0->res, &a->ids, &m->embed->w, false);
+    if (rc) return dorac_error_prefix(rc, "model input");
+    if (c->family == DORAC_FAMILY_GPT2) DORAC_TRY(be->embedding_forward(be, &b0->res, &a->pos, &m->pos_embed->w, true));
+
+    for (int64_t l = 0; l < c->n_layers; l++) {
+        block_acts *b = &a->blocks[train ? l : 0];
+        const dorac_tensor *out = l + 1 == c->n_layers ? &a->res_final
+                                  : train              ? &a->blocks[l + 1].res
+                                                       : &b->res;
+        DORAC_TRY(block_forward(m, l, b, out, dropout_seed));
+    }
+    DORAC_TRY(norm_forward(m, &a->lnf, &a->lnf_mean, &a->lnf_rstd, &a->res_final, m->final_w, m->final_b));
+    DORAC_TRY(head_forward(m, train, batch->targets != NULL, grad_scale, dropout_seed, res, logits_out));
+    a->ready_for_backward = train;
+    a->dropout_seed = dropout_seed;
+    return DORAC_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* backward                                                               */
+/* ---------------------------------------------------------------------- */
+
+static int block_backward(dorac_model *m, int64_t l, block_acts *b, uint64_t seed) {
+    dorac_backend *be = m->be;
+    const dorac_model_config *c = &m->cfg;
+    block_params *p = &m->blocks[l];
+    model_acts *a = &m->acts;
+    int64_t B = a->B, T = a->T, H = c->n_heads, KV = c->n_kv_heads, D = c->head_dim, C = c->hidden_size;
+    bool gpt2 = c->family == DORAC_FAMILY_GPT2;
+    dorac_linear *lin[LIN_PER_BLOCK];
+    for (int k = 0; k < LIN_PER_BLOCK; k++) lin[k] = p->lin[k] ? &p->lin[k]->L : NULL;
+    const dorac_tensor *dres = &a->dres, *scratch = &a->dscratch;
+
+    /* MLP: out = res2 + down(act) */
+    DORAC_TRY(dorac_linear_backward(lin[LIN_DOWN], &a->dact, false, dres, scratch, &b->act, &b->down,
+                                    &b->u[LIN_DOWN], seed));
+    if (gpt2) {
+        DORAC_TRY(be->gelu_backward(be, &a->dfc1, &a->dact, &b->fc1));
+        DORAC_TRY(dorac_linear_backward(lin[LIN_UP], &a->dln, false, &a->dfc1, &a->dfc1, &b->ln2, &b->fc1,
+                                        &b->u[LIN_UP], seed));
+    } else {
+        DORAC_TRY(be->swiglu_backward(be, &a->dfc1, &a->dfc2, &a->dact, &b->fc1, &b->fc2));
+        DORAC_TRY(dorac_linear_backward(lin[LIN_GATE], &a->dln, false, &a->dfc1, &a->dfc1, &b->ln2, &b->fc1,
+                                        &b->u[LIN_GATE], seed));
+        DORAC_TRY(dorac_linear_backward(lin[LIN_UP], &a->dln, true, &a->dfc2, &a->dfc2, &b->ln2, &b->fc2,
+                                        &b->u[LIN_UP], seed));
+    }
+    DORAC_TRY(norm_backward(m, dres, &a->dln, &b->res2, &b->ln2_mean, &b->ln2_rstd, p->ln2_w, p->ln2_b));
+
+    /* attention: res2 = res + o(att) */
+    DORAC_TRY(dorac_linear_backward(lin[LIN_O], &a->datt, false, dres, scratch, &b->att, &b->o,
+                                    &b->u[LIN_O], seed));
+    if (gpt2) {
+        dorac_tensor dq = col_view(&a->dqkv, 0, C), dk = col_view(&a->dqkv, C, C), dv = col_view(&a->dqkv, 2 * C, C);
+        DORAC_TRY(be->attention_backward(be, &dq, &dk, &dv, &a->datt, &b->qr, &b->kr, &b->v, &b->att, &b->lse,
+                                         B, T, H, KV, D));
+        DORAC_TRY(dorac_linear_backward(lin[LIN_QKV], &a->dln, false, &a->dqkv, &a->dqkv, &b->ln1, &b->qkv,
+                                        &b->u[LIN_QKV], seed));
+    } else {
+        DORAC_TRY(be->attention_backward(be, &a->dq, &a->dk, &a->dv, &a->datt, &b->qr, &b->kr, &b->v, &b->att,
+                                         &b->lse, B, T, H, KV, D));
+        DORAC_TRY(be->rope(be, &a->dq, &a->pos, &m->rope_cos, &m->rope_sin, H, D, true));
+        DORAC_TRY(be->rope(be, &a->dk, &a->pos, &m->rope_cos, &m->rope_sin, KV, D, true));
+        DORAC_TRY(dorac_linear_backward(lin[LIN_Q], &a->dln, false, &a->dq, &a->dq, &b->ln1, &b->q,
+                                        &b->u[LIN_Q], seed));
+        DORAC_TRY(dorac_linear_backward(lin[LIN_K], &a->dln, true, &a->dk, &a->dk, &b->ln1, &b->k,
+                                        &b->u[LIN_K], seed));
+        DORAC_TRY(dorac_linear_backward(lin[LIN_V], &a->dln, true, &a->dv, &a->dv, &b->ln1, &b->v,
+                                        &b->u[LIN_V], seed));
+    }
+    return norm_backward(m, dres, &a->dln, &b->res, &b->ln1_mean, &b->ln1_rstd, p->ln1_w, p->ln1_b);
+}
+
+int dorac_model_backward(dorac_model *m) {
+    dorac_backend *be = m->be;
+    model_acts *a = &m->acts;
+    if (!a->ready_for_backward)
+        return dorac_error(DORAC_E_INVALID, "model: backward needs a training forward just before it");
+    a->ready_for_backward = false;
+    const dorac_model_config *c = &m->cfg;
+    DORAC_TRY(be->fill(be, &a->dres, 0.0));
+    DORAC_TRY(norm_backward(m, &a->dres, &a->dlnf, &a->res_final, &a->lnf_mean, &a->lnf_rstd, m->final_w,
+                            m->final_b));
+    for (int64_t l = c->n_layers - 1; l >= 0; l--) DORAC_TRY(block_backward(m, l, &a->blocks[l], a->dropout_seed));
+    if (m->embed->grad.data) DORAC_TRY(be->embedding_backward(be, &m->embed->grad, &a->dres, &a->ids));
+    if (m->pos_embed && m->pos_embed->grad.data)
+        DORAC_TRY(be->embedding_backward(be, &m->pos_embed->grad, &a->dres, &a->pos));
+    return DORAC_OK;
+}

@@ -1,0 +1,177 @@
+/*
+** model.h — decoder-only transformers (Llama family and GPT-2) written once
+** against the backend interface, llm.c style.
+**
+** A model is an explicit table of named tensors (HF state-dict names), a
+** list of linear layers (each a dorac_linear: frozen, full, LoRA or DoRA),
+** and activations kept for the backward pass. Forward is a flat list of op
+** calls per block; backward is the same list reversed.
+**
+** Families:
+**   LLAMA  llama, mistral, qwen2: token embedding; per block RMSNorm ->
+**          q,k,v (qwen2: with bias) -> RoPE -> causal GQA attention -> o ->
+**          residual; RMSNorm -> gate, up -> SwiGLU -> down -> residual;
+**          final RMSNorm; lm_head (tied to the embedding or not).
+**   GPT2   token + learned position embeddings; per block LayerNorm ->
+**          c_attn (one (3C, C) linear; q, k, v are column views of its
+**          output) -> causal attention -> c_proj -> residual; LayerNorm ->
+**          c_fc -> GELU (tanh) -> c_proj -> residual; final LayerNorm;
+**          lm_head tied to wte. Conv1D (in, out) weights are transposed once
+**          at load into (out, in).
+**
+** Memory. Training keeps, per layer and per row of the batch (N = B*T):
+** the residual input, both norm outputs, q/k/v (and their rotated copies),
+** the attention output, the o/down outputs, the MLP's gate/up/act, and for
+** each adapted linear its (N, r) input projection: about
+** (6C + 2(H+2KV)D + 3I) floats per row per layer, so memory grows as
+** B·T·layers. Inference (train = false) keeps one layer's worth, reused.
+** The lm_head and cross-entropy run over chunks of DORAC_MODEL_HEAD_CHUNK
+** rows, so (N, V) logits are never held at once.
+*/
+#ifndef DORAC_MODEL_H
+#define DORAC_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "adapter/linear.h"
+#include "backend/backend.h"
+
+#define DORAC_MODEL_HEAD_CHUNK 256
+
+typedef enum dorac_family { DORAC_FAMILY_LLAMA = 0, DORAC_FAMILY_GPT2 = 1 } dorac_family;
+
+typedef enum dorac_rope_type {
+    DORAC_ROPE_DEFAULT = 0,
+    DORAC_ROPE_LINEAR = 1,
+    DORAC_ROPE_LLAMA3 = 2
+} dorac_rope_type;
+
+typedef struct dorac_model_config {
+    dorac_family family;
+    char model_type[32];      /* "llama", "mistral", "qwen2", "gpt2" */
+    int64_t vocab_size;       /* V */
+    int64_t hidden_size;      /* C */
+    int64_t intermediate_size;/* I */
+    int64_t n_layers;         /* L */
+    int64_t n_heads;          /* H */
+    int64_t n_kv_heads;       /* KV, divides H */
+    int64_t head_dim;         /* D */
+    int64_t max_positions;    /* RoPE table length / GPT-2 wpe rows */
+    double norm_eps;
+    bool tie_embeddings;
+    bool qkv_bias;            /* qwen2; llama with attention_bias (o gets it too) */
+    bool o_bias;
+    bool mlp_bias;            /* llama mlp_bias */
+    /* RoPE (Llama family) */
+    double rope_theta;
+    dorac_rope_type rope_type;
+    double rope_factor;
+    double rope_low_freq_factor, rope_high_freq_factor;
+    int64_t rope_original_max_positions;
+} dorac_model_config;
+
+/* Checks sizes and their products (so later arithmetic cannot overflow);
+** DORAC_E_INVALID naming the field otherwise. */
+int dorac_model_config_check(const dorac_model_config *cfg);
+
+/* One linear layer of the model and where it sits. */
+typedef struct dorac_model_linear {
+    char path[96];          /* HF module path, e.g. "model.layers.3.self_attn.q_proj" */
+    const char *short_name; /* "q_proj", "c_attn", "lm_head", ... */
+    int64_t in, out;
+    dorac_linear L;
+    bool active;            /* initialised (dorac_linear_init ran) */
+    /* owned parameter/gradient storage for the adapter (absent when frozen) */
+    dorac_tensor A, B, m, dA, dB, dm;
+    dorac_tensor dW, dbias; /* FULL */
+} dorac_model_linear;
+
+/* One named parameter tensor of the base model. */
+typedef struct dorac_model_param {
+    char name[96];          /* HF state-dict name */
+    dorac_tensor w;         /* (rows, cols) as dorac holds it ((out,in) for linears) */
+    dorac_tensor grad;      /* FULL fine-tuning only; absent otherwise */
+    bool transposed_at_load;/* GPT-2 Conv1D: stored (in, out) in the file */
+    bool optional;          /* may be absent from a checkpoint (tied lm_head) */
+} dorac_model_param;
+
+typedef struct dorac_model dorac_model;
+
+/* Builds the model's parameter table and allocates every tensor (contents
+** undefined until loaded or initialised). */
+int dorac_model_create(dorac_model **out, dorac_backend *be, const dorac_model_config *cfg);
+void dorac_model_free(dorac_model *m);
+
+const dorac_model_config *dorac_model_get_config(const dorac_model *m);
+dorac_backend *dorac_model_backend(const dorac_model *m);
+size_t dorac_model_n_params(const dorac_model *m);
+dorac_model_param *dorac_model_param_at(dorac_model *m, size_t i);
+dorac_model_param *dorac_model_find_param(dorac_model *m, const char *name);
+size_t dorac_model_n_linears(const dorac_model *m);
+dorac_model_linear *dorac_model_linear_at(dorac_model *m, size_t i);
+dorac_model_linear *dorac_model_find_linear(dorac_model *m, const char *path);
+/* Total elements of the base model's parameters (tied tensors counted once). */
+int64_t dorac_model_param_count(const dorac_model *m);
+
+/* Random initialisation for training from scratch: linears and embeddings
+** ~ N(0, 0.02), the residual-output projections (o/down, c_proj) scaled by
+** 1/sqrt(2L) as GPT-2 does, biases 0, norm weights 1. Deterministic in seed. */
+int dorac_model_init_random(dorac_model *m, uint64_t seed);
+
+/* Decides, per linear, whether and how it is adapted: return true and fill
+** cfg to adapt `path`, false to leave it frozen. */
+typedef bool (*dorac_target_fn)(void *ctx, const char *path, const char *short_name,
+                                dorac_adapter_config *cfg);
+
+/* Sets the training method. FULL makes every parameter trainable (select is
+** ignored). LORA/DORA call select for every linear and attach adapters with
+** PEFT's initialisation (seed), allocating their parameters and gradients.
+** Fails if an adapter is already attached. */
+int dorac_model_set_method(dorac_model *m, dorac_method method, dorac_target_fn select,
+                           void *ctx, uint64_t seed);
+dorac_method dorac_model_method(const dorac_model *m);
+
+/* A trainable tensor with its gradient, in the order the optimizer walks. */
+typedef struct dorac_trainable {
+    char name[160];         /* PEFT key for adapters, state-dict name for FULL */
+    dorac_tensor *value;
+    dorac_tensor *grad;
+    bool decay;             /* weight decay applies (not to norms, biases, magnitudes) */
+} dorac_trainable;
+
+/* Lists the trainable tensors (fills up to cap, returns the count). */
+size_t dorac_model_trainables(dorac_model *m, dorac_trainable *out, size_t cap);
+/* Sets every gradient to 0. */
+int dorac_model_zero_grad(dorac_model *m);
+
+/* ---- forward / backward ---- */
+
+typedef struct dorac_batch {
+    const int32_t *ids;     /* (B*T) token ids, host memory */
+    const int32_t *targets; /* (B*T) next-token targets, DORAC_IGNORE_INDEX to skip; or NULL */
+    int64_t B, T;
+} dorac_batch;
+
+typedef struct dorac_forward_result {
+    double loss_sum;        /* sum of per-token cross-entropy over counted targets */
+    int64_t n_tokens;       /* counted targets */
+} dorac_forward_result;
+
+/* Runs the model. With targets, sums the loss. With train, keeps every
+** layer's activations and also runs the lm_head's backward for
+** d(grad_scale * loss_sum), so that dorac_model_backward can follow.
+** logits_out (B*T, V) fp32 host memory, or NULL. dropout_seed selects the
+** dropout masks (adapters with dropout > 0, train only). */
+int dorac_model_forward(dorac_model *m, const dorac_batch *batch, bool train, double grad_scale,
+                        uint64_t dropout_seed, dorac_forward_result *res, float *logits_out);
+
+/* Backward through every block after a train forward; accumulates into the
+** trainable gradients. */
+int dorac_model_backward(dorac_model *m);
+
+/* Replaces each adapted linear's frozen weight by its merged weight and
+** detaches the adapters (method becomes FROZEN). */
+int dorac_model_merge_adapters(dorac_model *m);
+
+#endif
