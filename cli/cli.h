@@ -4,7 +4,12 @@
 #ifndef DORAC_CLI_H
 #define DORAC_CLI_H
 
+#include <stdbool.h>
 #include <stdio.h>
+
+#include "backend/backend.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
 
 #define DORAC_VERSION_STRING "0.1.0"
 
@@ -24,6 +29,26 @@ typedef struct cli_command {
 /* Maps a library status to an exit code and prints "dorac: <message>". */
 int cli_fail(int status);
 
+/* Prints "dorac: <msg>" and returns CLI_EXIT_USAGE. */
+int cli_usage_error(const char *msg);
+
+/* A CPU backend, a model loaded from model_dir, an optional adapter, and
+** the folder's tokenizer (when want_tokenizer and tokenizer.json exists). */
+typedef struct cli_session {
+    dorac_backend *be;
+    dorac_model *model;
+    dorac_tokenizer *tok; /* NULL when the folder has none */
+} cli_session;
+int cli_session_open(cli_session *s, const char *model_dir, const char *adapter_dir, int threads,
+                     bool want_tokenizer);
+void cli_session_close(cli_session *s);
+
+
 int cli_layer_demo(int argc, char **argv);
+int cli_eval(int argc, char **argv);
+int cli_train(int argc, char **argv);
+int cli_merge(int argc, char **argv);
+int cli_inspect(int argc, char **argv);
+int cli_tokenize(int argc, char **argv);
 
 #endif

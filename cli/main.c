@@ -12,7 +12,12 @@
 #include "dorac.h"
 
 static const cli_command commands[] = {
+    {"train", "fine-tune with DoRA, LoRA or full fine-tuning (or pretrain from scratch)", cli_train},
+    {"eval", "mean next-token loss of a model (+ adapter) on a data file", cli_eval},
+    {"merge", "merge a PEFT adapter into its base model and write an HF folder", cli_merge},
+    {"inspect", "print a model's architecture and an adapter's targets", cli_inspect},
     {"layer-demo", "fit one DoRA layer to a target with the raw-array API", cli_layer_demo},
+    {"tokenize", "text to token ids and back with a tokenizer.json", cli_tokenize},
 };
 
 static void usage(FILE *f) {

@@ -94,3 +94,9 @@ int cli_parse(int argc, char **argv, cli_opt *opts, size_t n_opts, const char *u
     }
     return CLI_PARSE_OK;
 }
+
+bool cli_opt_seen(const cli_opt *opts, size_t n_opts, const char *name) {
+    for (size_t i = 0; i < n_opts; i++)
+        if (!strcmp(opts[i].name, name)) return opts[i].seen;
+    return false;
+}

@@ -29,4 +29,7 @@ enum { CLI_PARSE_OK = 0, CLI_PARSE_HELP = 1, CLI_PARSE_ERROR = 2 };
 ** CLI_PARSE_ERROR on a bad flag. */
 int cli_parse(int argc, char **argv, cli_opt *opts, size_t n_opts, const char *usage);
 
+/* True when the flag `name` was given on the command line. */
+bool cli_opt_seen(const cli_opt *opts, size_t n_opts, const char *name);
+
 #endif

@@ -16,7 +16,7 @@
 #include "model/model.h"
 #include "test.h"
 
-static dorac_model_config tiny_llama(bool tied, dorac_rope_type rope) {
+static dorac_model_config tiny_llama(bool tied, dorac_model_rope rope) {
     dorac_model_config c = {
         .family = DORAC_FAMILY_LLAMA, .vocab_size = 23, .hidden_size = 16, .intermediate_size = 24,
         .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .head_dim = 6, .max_positions = 32,
@@ -154,12 +154,12 @@ static void check(const char *name, dorac_model_config cfg, dorac_method method,
 
 int main(void) {
     const int E = DORAC_NORM_GRAD_EXACT;
-    check("llama gqa llama3-rope qkv-bias full", tiny_llama(false, DORAC_ROPE_LLAMA3), DORAC_METHOD_FULL, E);
-    check("llama tied linear-rope full", tiny_llama(true, DORAC_ROPE_LINEAR), DORAC_METHOD_FULL, E);
+    check("llama gqa llama3-rope qkv-bias full", tiny_llama(false, DORAC_MODEL_ROPE_LLAMA3), DORAC_METHOD_FULL, E);
+    check("llama tied linear-rope full", tiny_llama(true, DORAC_MODEL_ROPE_LINEAR), DORAC_METHOD_FULL, E);
     check("gpt2 full", tiny_gpt2(), DORAC_METHOD_FULL, E);
-    check("llama lora", tiny_llama(false, DORAC_ROPE_LLAMA3), DORAC_METHOD_LORA, E);
-    check("llama tied dora exact", tiny_llama(true, DORAC_ROPE_DEFAULT), DORAC_METHOD_DORA, E);
-    check("qwen2-like dora exact", tiny_llama(false, DORAC_ROPE_LLAMA3), DORAC_METHOD_DORA, E);
+    check("llama lora", tiny_llama(false, DORAC_MODEL_ROPE_LLAMA3), DORAC_METHOD_LORA, E);
+    check("llama tied dora exact", tiny_llama(true, DORAC_MODEL_ROPE_DEFAULT), DORAC_METHOD_DORA, E);
+    check("qwen2-like dora exact", tiny_llama(false, DORAC_MODEL_ROPE_LLAMA3), DORAC_METHOD_DORA, E);
     check("gpt2 lora", tiny_gpt2(), DORAC_METHOD_LORA, E);
     check("gpt2 dora exact", tiny_gpt2(), DORAC_METHOD_DORA, E);
     return test_report();

@@ -141,6 +141,20 @@ struct dorac_backend {
                                    const dorac_tensor *w, const dorac_tensor *zsum,
                                    const dorac_tensor *m, const dorac_tensor *n);
 
+    /* ---- optimizer ---- */
+    /* *out = sum of X's squared elements, accumulated in double (waits for
+    ** queued work: the result is on the host). */
+    int (*sum_squares)(dorac_backend *be, const dorac_tensor *X, double *out);
+    /* One AdamW step on param, exactly as torch.optim.AdamW (decoupled weight
+    ** decay, bias correction for step >= 1):
+    **   p *= 1 - lr*wd;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
+    **   p -= lr/(1-b1^step) * m / (sqrt(v)/sqrt(1-b2^step) + eps)
+    ** grad is multiplied by grad_scale first (global-norm clipping). m, v
+    ** have param's shape and the backend's param type. */
+    int (*adamw)(dorac_backend *be, const dorac_tensor *param, const dorac_tensor *grad,
+                 const dorac_tensor *m, const dorac_tensor *v, double lr, double beta1, double beta2,
+                 double eps, double weight_decay, int64_t step, double grad_scale);
+
     /* ---- transformer ops ----
     ** Size letters: N rows (B*T), C channels, V vocabulary, B batch, T time,
     ** H query heads, KV key/value heads (H % KV == 0), D head dimension.

@@ -106,11 +106,26 @@ static void alloc_block(dorac_model *m, allocator *al, block_acts *b, int64_t l)
     else alloc_t(al, &b->fc2, at, N, I, "fc2");
     alloc_t(al, &b->act, at, N, I, "mlp act");
     alloc_t(al, &b->down, at, N, C, "down");
+    /* adapter inputs: this layer's rank when every layer keeps its own set,
+    ** else the largest rank of the slot over all layers (see u_of) */
     for (int k = 0; k < LIN_PER_BLOCK; k++) {
-        dorac_model_linear *lin = m->blocks[l].lin[k];
-        if (lin && dorac_linear_has_adapter(&lin->L)) alloc_t(al, &b->u[k], at, N, lin->L.cfg.rank, "adapter u");
+        int64_t r = 0;
+        for (int64_t j = m->acts.train ? l : 0; j < (m->acts.train ? l + 1 : c->n_layers); j++) {
+            dorac_model_linear *lin = m->blocks[j].lin[k];
+            if (lin && dorac_linear_has_adapter(&lin->L) && lin->L.cfg.rank > r) r = lin->L.cfg.rank;
+        }
+        if (r > 0) alloc_t(al, &b->u[k], at, N, r, "adapter u");
         else b->u[k] = dorac_tensor_none(at);
     }
+}
+
+/* The (N, r) adapter input of linear slot k of layer l, as a contiguous
+** view of the block's u buffer (which may be wider when layers differ in
+** rank and share one activation set). */
+static dorac_tensor u_of(const dorac_model *m, const block_acts *b, int64_t l, int k) {
+    dorac_model_linear *lin = m->blocks[l].lin[k];
+    if (!lin || !dorac_linear_has_adapter(&lin->L) || !b->u[k].data) return dorac_tensor_none(b->u[k].type);
+    return dorac_tensor_view(b->u[k].data, b->u[k].type, b->u[k].rows, lin->L.cfg.rank);
 }
 
 /* Allocates activations for (B, T) unless those already held fit. Adapter
@@ -204,15 +219,19 @@ static int block_forward(dorac_model *m, int64_t l, block_acts *b, const dorac_t
     model_acts *a = &m->acts;
     int64_t B = a->B, T = a->T, H = c->n_heads, KV = c->n_kv_heads, D = c->head_dim;
     dorac_linear *lin[LIN_PER_BLOCK];
-    for (int k = 0; k < LIN_PER_BLOCK; k++) lin[k] = p->lin[k] ? &p->lin[k]->L : NULL;
+    dorac_tensor u[LIN_PER_BLOCK];
+    for (int k = 0; k < LIN_PER_BLOCK; k++) {
+        lin[k] = p->lin[k] ? &p->lin[k]->L : NULL;
+        u[k] = u_of(m, b, l, k);
+    }
 
     DORAC_TRY(norm_forward(m, &b->ln1, &b->ln1_mean, &b->ln1_rstd, &b->res, p->ln1_w, p->ln1_b));
     if (c->family == DORAC_FAMILY_GPT2) {
-        DORAC_TRY(dorac_linear_forward(lin[LIN_QKV], &b->qkv, &b->u[LIN_QKV], &b->ln1, seed));
+        DORAC_TRY(dorac_linear_forward(lin[LIN_QKV], &b->qkv, &u[LIN_QKV], &b->ln1, seed));
     } else {
-        DORAC_TRY(dorac_linear_forward(lin[LIN_Q], &b->q, &b->u[LIN_Q], &b->ln1, seed));
-        DORAC_TRY(dorac_linear_forward(lin[LIN_K], &b->k, &b->u[LIN_K], &b->ln1, seed));
-        DORAC_TRY(dorac_linear_forward(lin[LIN_V], &b->v, &b->u[LIN_V], &b->ln1, seed));
+        DORAC_TRY(dorac_linear_forward(lin[LIN_Q], &b->q, &u[LIN_Q], &b->ln1, seed));
+        DORAC_TRY(dorac_linear_forward(lin[LIN_K], &b->k, &u[LIN_K], &b->ln1, seed));
+        DORAC_TRY(dorac_linear_forward(lin[LIN_V], &b->v, &u[LIN_V], &b->ln1, seed));
         /* rotated copies: the linears' outputs stay as DoRA's backward needs them */
         DORAC_TRY(be->copy(be, &b->qr, &b->q));
         DORAC_TRY(be->copy(be, &b->kr, &b->k));
@@ -220,19 +239,19 @@ static int block_forward(dorac_model *m, int64_t l, block_acts *b, const dorac_t
         DORAC_TRY(be->rope(be, &b->kr, &a->pos, &m->rope_cos, &m->rope_sin, KV, D, false));
     }
     DORAC_TRY(be->attention_forward(be, &b->att, &b->lse, &b->qr, &b->kr, &b->v, B, T, H, KV, D));
-    DORAC_TRY(dorac_linear_forward(lin[LIN_O], &b->o, &b->u[LIN_O], &b->att, seed));
+    DORAC_TRY(dorac_linear_forward(lin[LIN_O], &b->o, &u[LIN_O], &b->att, seed));
     DORAC_TRY(residual_add(be, &b->res2, &b->res, &b->o));
 
     DORAC_TRY(norm_forward(m, &b->ln2, &b->ln2_mean, &b->ln2_rstd, &b->res2, p->ln2_w, p->ln2_b));
     if (c->family == DORAC_FAMILY_GPT2) {
-        DORAC_TRY(dorac_linear_forward(lin[LIN_UP], &b->fc1, &b->u[LIN_UP], &b->ln2, seed));
+        DORAC_TRY(dorac_linear_forward(lin[LIN_UP], &b->fc1, &u[LIN_UP], &b->ln2, seed));
         DORAC_TRY(be->gelu_forward(be, &b->act, &b->fc1));
     } else {
-        DORAC_TRY(dorac_linear_forward(lin[LIN_GATE], &b->fc1, &b->u[LIN_GATE], &b->ln2, seed));
-        DORAC_TRY(dorac_linear_forward(lin[LIN_UP], &b->fc2, &b->u[LIN_UP], &b->ln2, seed));
+        DORAC_TRY(dorac_linear_forward(lin[LIN_GATE], &b->fc1, &u[LIN_GATE], &b->ln2, seed));
+        DORAC_TRY(dorac_linear_forward(lin[LIN_UP], &b->fc2, &u[LIN_UP], &b->ln2, seed));
         DORAC_TRY(be->swiglu_forward(be, &b->act, &b->fc1, &b->fc2));
     }
-    DORAC_TRY(dorac_linear_forward(lin[LIN_DOWN], &b->down, &b->u[LIN_DOWN], &b->act, seed));
+    DORAC_TRY(dorac_linear_forward(lin[LIN_DOWN], &b->down, &u[LIN_DOWN], &b->act, seed));
     return residual_add(be, out, &b->res2, &b->down);
 }
 
@@ -284,6 +303,9 @@ int dorac_model_forward(dorac_model *m, const dorac_batch *batch, bool train, do
     if (T > c->max_positions)
         return dorac_error(DORAC_E_INVALID, "model: sequence length %lld exceeds max_position_embeddings %lld",
                            (long long)T, (long long)c->max_positions);
+    if (c->sliding_window > 0 && T > c->sliding_window)
+        return dorac_error(DORAC_E_UNSUPPORTED, "model: sequence length %lld exceeds sliding_window %lld, which dorac does not implement",
+                           (long long)T, (long long)c->sliding_window);
     if (train && !batch->targets) return dorac_error(DORAC_E_INVALID, "model: training needs targets");
     if (train && m->method == DORAC_METHOD_FROZEN)
         return dorac_error(DORAC_E_INVALID, "model: nothing to train (no method set)");
@@ -343,45 +365,49 @@ static int block_backward(dorac_model *m, int64_t l, block_acts *b, uint64_t see
     int64_t B = a->B, T = a->T, H = c->n_heads, KV = c->n_kv_heads, D = c->head_dim, C = c->hidden_size;
     bool gpt2 = c->family == DORAC_FAMILY_GPT2;
     dorac_linear *lin[LIN_PER_BLOCK];
-    for (int k = 0; k < LIN_PER_BLOCK; k++) lin[k] = p->lin[k] ? &p->lin[k]->L : NULL;
+    dorac_tensor u[LIN_PER_BLOCK];
+    for (int k = 0; k < LIN_PER_BLOCK; k++) {
+        lin[k] = p->lin[k] ? &p->lin[k]->L : NULL;
+        u[k] = u_of(m, b, l, k);
+    }
     const dorac_tensor *dres = &a->dres, *scratch = &a->dscratch;
 
     /* MLP: out = res2 + down(act) */
     DORAC_TRY(dorac_linear_backward(lin[LIN_DOWN], &a->dact, false, dres, scratch, &b->act, &b->down,
-                                    &b->u[LIN_DOWN], seed));
+                                    &u[LIN_DOWN], seed));
     if (gpt2) {
         DORAC_TRY(be->gelu_backward(be, &a->dfc1, &a->dact, &b->fc1));
         DORAC_TRY(dorac_linear_backward(lin[LIN_UP], &a->dln, false, &a->dfc1, &a->dfc1, &b->ln2, &b->fc1,
-                                        &b->u[LIN_UP], seed));
+                                        &u[LIN_UP], seed));
     } else {
         DORAC_TRY(be->swiglu_backward(be, &a->dfc1, &a->dfc2, &a->dact, &b->fc1, &b->fc2));
         DORAC_TRY(dorac_linear_backward(lin[LIN_GATE], &a->dln, false, &a->dfc1, &a->dfc1, &b->ln2, &b->fc1,
-                                        &b->u[LIN_GATE], seed));
+                                        &u[LIN_GATE], seed));
         DORAC_TRY(dorac_linear_backward(lin[LIN_UP], &a->dln, true, &a->dfc2, &a->dfc2, &b->ln2, &b->fc2,
-                                        &b->u[LIN_UP], seed));
+                                        &u[LIN_UP], seed));
     }
     DORAC_TRY(norm_backward(m, dres, &a->dln, &b->res2, &b->ln2_mean, &b->ln2_rstd, p->ln2_w, p->ln2_b));
 
     /* attention: res2 = res + o(att) */
     DORAC_TRY(dorac_linear_backward(lin[LIN_O], &a->datt, false, dres, scratch, &b->att, &b->o,
-                                    &b->u[LIN_O], seed));
+                                    &u[LIN_O], seed));
     if (gpt2) {
         dorac_tensor dq = col_view(&a->dqkv, 0, C), dk = col_view(&a->dqkv, C, C), dv = col_view(&a->dqkv, 2 * C, C);
         DORAC_TRY(be->attention_backward(be, &dq, &dk, &dv, &a->datt, &b->qr, &b->kr, &b->v, &b->att, &b->lse,
                                          B, T, H, KV, D));
         DORAC_TRY(dorac_linear_backward(lin[LIN_QKV], &a->dln, false, &a->dqkv, &a->dqkv, &b->ln1, &b->qkv,
-                                        &b->u[LIN_QKV], seed));
+                                        &u[LIN_QKV], seed));
     } else {
         DORAC_TRY(be->attention_backward(be, &a->dq, &a->dk, &a->dv, &a->datt, &b->qr, &b->kr, &b->v, &b->att,
                                          &b->lse, B, T, H, KV, D));
         DORAC_TRY(be->rope(be, &a->dq, &a->pos, &m->rope_cos, &m->rope_sin, H, D, true));
         DORAC_TRY(be->rope(be, &a->dk, &a->pos, &m->rope_cos, &m->rope_sin, KV, D, true));
         DORAC_TRY(dorac_linear_backward(lin[LIN_Q], &a->dln, false, &a->dq, &a->dq, &b->ln1, &b->q,
-                                        &b->u[LIN_Q], seed));
+                                        &u[LIN_Q], seed));
         DORAC_TRY(dorac_linear_backward(lin[LIN_K], &a->dln, true, &a->dk, &a->dk, &b->ln1, &b->k,
-                                        &b->u[LIN_K], seed));
+                                        &u[LIN_K], seed));
         DORAC_TRY(dorac_linear_backward(lin[LIN_V], &a->dln, true, &a->dv, &a->dv, &b->ln1, &b->v,
-                                        &b->u[LIN_V], seed));
+                                        &u[LIN_V], seed));
     }
     return norm_backward(m, dres, &a->dln, &b->res, &b->ln1_mean, &b->ln1_rstd, p->ln1_w, p->ln1_b);
 }

@@ -53,9 +53,9 @@ int dorac_model_config_check(const dorac_model_config *c) {
         return dorac_error(DORAC_E_INVALID, "model config: norm epsilon %g is not in (0, 1)", c->norm_eps);
     if (c->family == DORAC_FAMILY_LLAMA && !(c->rope_theta > 0))
         return dorac_error(DORAC_E_INVALID, "model config: rope_theta %g must be positive", c->rope_theta);
-    if (c->rope_type != DORAC_ROPE_DEFAULT && !(c->rope_factor > 0))
+    if (c->rope_type != DORAC_MODEL_ROPE_DEFAULT && !(c->rope_factor > 0))
         return dorac_error(DORAC_E_INVALID, "model config: rope factor %g must be positive", c->rope_factor);
-    if (c->rope_type == DORAC_ROPE_LLAMA3 &&
+    if (c->rope_type == DORAC_MODEL_ROPE_LLAMA3 &&
         (!(c->rope_high_freq_factor > c->rope_low_freq_factor) || c->rope_original_max_positions <= 0))
         return dorac_error(DORAC_E_INVALID, "model config: llama3 rope needs high_freq_factor > low_freq_factor and original_max_position_embeddings > 0");
     return DORAC_OK;

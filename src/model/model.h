@@ -41,11 +41,11 @@
 
 typedef enum dorac_family { DORAC_FAMILY_LLAMA = 0, DORAC_FAMILY_GPT2 = 1 } dorac_family;
 
-typedef enum dorac_rope_type {
-    DORAC_ROPE_DEFAULT = 0,
-    DORAC_ROPE_LINEAR = 1,
-    DORAC_ROPE_LLAMA3 = 2
-} dorac_rope_type;
+typedef enum dorac_model_rope {
+    DORAC_MODEL_ROPE_DEFAULT = 0,
+    DORAC_MODEL_ROPE_LINEAR = 1,
+    DORAC_MODEL_ROPE_LLAMA3 = 2
+} dorac_model_rope;
 
 typedef struct dorac_model_config {
     dorac_family family;
@@ -63,13 +63,19 @@ typedef struct dorac_model_config {
     bool qkv_bias;            /* qwen2; llama with attention_bias (o gets it too) */
     bool o_bias;
     bool mlp_bias;            /* llama mlp_bias */
+    int64_t sliding_window;   /* mistral: attend to the last W positions; 0 = unlimited.
+                              ** Sequences longer than W are rejected (not implemented). */
     /* RoPE (Llama family) */
     double rope_theta;
-    dorac_rope_type rope_type;
+    dorac_model_rope rope_type;
     double rope_factor;
     double rope_low_freq_factor, rope_high_freq_factor;
     int64_t rope_original_max_positions;
 } dorac_model_config;
+
+/* RoPE inverse frequencies (head_dim/2 of them) after the config's scaling,
+** as transformers computes them (rope.c). */
+void dorac_rope_inv_freq(const dorac_model_config *cfg, double *inv_freq);
 
 /* Checks sizes and their products (so later arithmetic cannot overflow);
 ** DORAC_E_INVALID naming the field otherwise. */
@@ -113,6 +119,49 @@ dorac_model_linear *dorac_model_linear_at(dorac_model *m, size_t i);
 dorac_model_linear *dorac_model_find_linear(dorac_model *m, const char *path);
 /* Total elements of the base model's parameters (tied tensors counted once). */
 int64_t dorac_model_param_count(const dorac_model *m);
+
+/* ---- loading (load.c) ---- */
+
+struct dorac_hf_config;
+/* Maps a parsed config.json onto the model config; DORAC_E_UNSUPPORTED for
+** combinations dorac does not build (e.g. llama with a GELU MLP). */
+int dorac_model_config_from_hf(dorac_model_config *mc, const struct dorac_hf_config *hc,
+                               const char *file);
+/* Loads an HF model folder (config.json + model.safetensors or shards). */
+int dorac_model_load(dorac_model **out, dorac_backend *be, const char *dir);
+/* Reads every parameter from path (a safetensors file, index or folder)
+** into an existing model; errors name the file, tensor and both shapes. */
+int dorac_model_load_weights(dorac_model *m, const char *path);
+
+/* Writes the model as an HF folder under dir (atomically): src_dir's
+** config.json, generation and tokenizer files copied verbatim, weights in
+** dtype (F32, BF16 or F16) in transformers' names and layouts, sharded with
+** an index when over max_shard_bytes. */
+int dorac_model_save(dorac_model *m, const char *dir, dorac_dtype dtype, const char *src_dir,
+                     size_t max_shard_bytes);
+/* The same files written into an existing folder, not atomically (for
+** callers that build a larger folder atomically themselves). src_dir may be
+** NULL: weights only. */
+int dorac_model_write(dorac_model *m, const char *dir, dorac_dtype dtype, const char *src_dir,
+                      size_t max_shard_bytes);
+
+/* ---- PEFT adapters (adapter_io.c) ---- */
+
+/* Attaches the adapter of a PEFT folder (adapter_config.json +
+** adapter_model.safetensors) to a model with no method set: LoRA or DoRA
+** as the config says, on the modules it targets, with their ranks, alphas
+** and scales, and the saved A, B and magnitudes. A tensor naming a module
+** the model lacks, a targeted module with no tensors, or a shape that does
+** not fit is an error naming the tensor and both shapes. */
+int dorac_model_load_adapter(dorac_model *m, const char *dir);
+
+/* Writes the model's adapters as a PEFT folder under dir, atomically (the
+** folder appears complete or not at all; an existing one is replaced only
+** after the new one is written). base_model is recorded as
+** base_model_name_or_path (may be NULL). */
+int dorac_model_save_adapter(dorac_model *m, const char *dir, const char *base_model);
+/* The adapter's two files written into an existing folder, not atomically. */
+int dorac_model_write_adapter(dorac_model *m, const char *dir, const char *base_model);
 
 /* Random initialisation for training from scratch: linears and embeddings
 ** ~ N(0, 0.02), the residual-output projections (o/down, c_proj) scaled by

@@ -64,8 +64,6 @@ struct dorac_model {
 
 /* rope.c: fills m->rope_cos / rope_sin from the config. */
 int dorac_model_rope_tables(dorac_model *m);
-/* The inverse frequencies (D/2) for the config, as transformers computes them. */
-void dorac_rope_inv_freq(const dorac_model_config *cfg, double *inv_freq);
 
 /* forward.c: frees the activations. */
 void dorac_model_acts_free(dorac_model *m);

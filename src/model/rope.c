@@ -21,9 +21,9 @@ void dorac_rope_inv_freq(const dorac_model_config *cfg, double *inv_freq) {
     for (int64_t j = 0; j < half; j++) {
         /* transformers computes these in float32; we keep double */
         double f = 1.0 / pow(cfg->rope_theta, (double)(2 * j) / (double)D);
-        if (cfg->rope_type == DORAC_ROPE_LINEAR) {
+        if (cfg->rope_type == DORAC_MODEL_ROPE_LINEAR) {
             f /= cfg->rope_factor;
-        } else if (cfg->rope_type == DORAC_ROPE_LLAMA3) {
+        } else if (cfg->rope_type == DORAC_MODEL_ROPE_LLAMA3) {
             double old_len = (double)cfg->rope_original_max_positions;
             double low_wavelen = old_len / cfg->rope_low_freq_factor;
             double high_wavelen = old_len / cfg->rope_high_freq_factor;

@@ -119,6 +119,8 @@ dorac_backend *CREATE_FN(dorac_cpu_params params) {
         .dora_norm = CPU_FN(dora_norm),
         .dora_scale_backward = CPU_FN(dora_scale_backward),
         .dora_magnitude_backward = CPU_FN(dora_magnitude_backward),
+        .sum_squares = CPU_FN(sum_squares),
+        .adamw = CPU_FN(adamw),
         .embedding_forward = CPU_FN(embedding_forward),
         .embedding_backward = CPU_FN(embedding_backward),
         .rmsnorm_forward = CPU_FN(rmsnorm_forward),

@@ -163,4 +163,9 @@ int CPU_FN(cross_entropy)(dorac_backend *be, const dorac_tensor *loss, const dor
                           const dorac_tensor *logits, const dorac_tensor *targets, double dscale);
 
 
+int CPU_FN(sum_squares)(dorac_backend *be, const dorac_tensor *X, double *out);
+int CPU_FN(adamw)(dorac_backend *be, const dorac_tensor *param, const dorac_tensor *grad,
+                  const dorac_tensor *m, const dorac_tensor *v, double lr, double beta1, double beta2,
+                  double eps, double weight_decay, int64_t step, double grad_scale);
+
 #endif

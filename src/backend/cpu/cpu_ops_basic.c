@@ -279,3 +279,59 @@ int CPU_FN(dropout)(dorac_backend *be, const dorac_tensor *out, const dorac_tens
     return DORAC_OK;
 }
 
+
+/* ---------------------------------------------------------------------- */
+/* optimizer                                                              */
+/* ---------------------------------------------------------------------- */
+
+int CPU_FN(sum_squares)(dorac_backend *be, const dorac_tensor *X, double *out) {
+    (void)be;
+    DORAC_TRY(check_type(X, "sum_squares", "X"));
+    double total = 0;
+    /* row sums in parallel, then added in row order: thread-count independent */
+    double *rows = malloc((size_t)(X->rows > 0 ? X->rows : 1) * sizeof *rows);
+    if (!rows) return dorac_error(DORAC_E_NOMEM, "sum_squares: out of memory");
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < X->rows; i++) {
+        const real *x = row_ptr(X, i);
+        double acc = 0;
+        for (int64_t j = 0; j < X->cols; j++) acc += (double)x[j] * x[j];
+        rows[i] = acc;
+    }
+    for (int64_t i = 0; i < X->rows; i++) total += rows[i];
+    free(rows);
+    *out = total;
+    return DORAC_OK;
+}
+
+int CPU_FN(adamw)(dorac_backend *be, const dorac_tensor *param, const dorac_tensor *grad,
+                  const dorac_tensor *m, const dorac_tensor *v, double lr, double beta1, double beta2,
+                  double eps, double weight_decay, int64_t step, double grad_scale) {
+    (void)be;
+    const char *op = "adamw";
+    DORAC_TRY(check_type(param, op, "param"));
+    int64_t R = param->rows, C = param->cols;
+    DORAC_TRY(check_shape(grad, R, C, op, "grad"));
+    DORAC_TRY(check_shape(m, R, C, op, "m"));
+    DORAC_TRY(check_shape(v, R, C, op, "v"));
+    if (step < 1) return dorac_error(DORAC_E_INVALID, "adamw: step %lld must be >= 1", (long long)step);
+    /* the scalars in the same precision and order as torch's */
+    real decay = (real)(1.0 - lr * weight_decay);
+    real b1 = (real)beta1, b2 = (real)beta2, gs = (real)grad_scale, e = (real)eps;
+    double bc1 = 1.0 - pow(beta1, (double)step), bc2 = 1.0 - pow(beta2, (double)step);
+    real step_size = (real)(lr / bc1), bc2_sqrt = (real)sqrt(bc2);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < R; i++) {
+        real *p = row_ptr(param, i), *mm = row_ptr(m, i), *vv = row_ptr(v, i);
+        const real *g = row_ptr(grad, i);
+        for (int64_t j = 0; j < C; j++) {
+            real gj = g[j] * gs;
+            p[j] *= decay;
+            mm[j] += (gj - mm[j]) * (1 - b1); /* lerp, as torch */
+            vv[j] = vv[j] * b2 + (1 - b2) * gj * gj;
+            real denom = sqrt(vv[j]) / bc2_sqrt + e;
+            p[j] -= step_size * (mm[j] / denom);
+        }
+    }
+    return DORAC_OK;
+}
