@@ -295,6 +295,51 @@ static void check_op(dorac_backend *be32, dorac_backend *be64, op_case *c) {
     free(R), free(out64), free(out32);
 }
 
+/* the blocked attention against its slow twin, over several query blocks */
+int dorac_cpu32_attention_forward_ref(dorac_backend *, const dorac_tensor *, const dorac_tensor *,
+                                      const dorac_tensor *, const dorac_tensor *, const dorac_tensor *, int64_t,
+                                      int64_t, int64_t, int64_t, int64_t);
+int dorac_cpu32_attention_backward_ref(dorac_backend *, const dorac_tensor *, const dorac_tensor *,
+                                       const dorac_tensor *, const dorac_tensor *, const dorac_tensor *,
+                                       const dorac_tensor *, const dorac_tensor *, const dorac_tensor *,
+                                       const dorac_tensor *, int64_t, int64_t, int64_t, int64_t, int64_t);
+
+static void check_attention_twin(dorac_backend *be) {
+    const int64_t B = 2, T = 150, H = 6, KV = 2, D = 16, N = B * T;
+    dorac_tensor t[16];
+    int64_t cols[] = {H * D, KV * D, KV * D, H * D, H * D, KV * D, KV * D, H * D, H * D, KV * D, KV * D, H * D};
+    for (int i = 0; i < 12; i++) {
+        CHECK_OK(dorac_tensor_alloc(be, &t[i], DORAC_DTYPE_F32, N, cols[i], "attn"));
+        double *h = malloc((size_t)(N * cols[i]) * sizeof *h);
+        for (int64_t j = 0; j < N * cols[i]; j++) h[j] = 2 * dorac_rng_uniform_f64(77, (uint64_t)i, (uint64_t)j) - 1;
+        be->upload(be, &t[i], h, DORAC_DTYPE_F64);
+        free(h);
+    }
+    dorac_tensor lse1, lse2;
+    CHECK_OK(dorac_tensor_alloc(be, &lse1, DORAC_DTYPE_F32, 1, B * H * T, "lse"));
+    CHECK_OK(dorac_tensor_alloc(be, &lse2, DORAC_DTYPE_F32, 1, B * H * T, "lse"));
+    /* q k v | out_fast | dq dk dv fast | out_ref | dq dk dv ref | dout */
+    CHECK_OK(be->attention_forward(be, &t[3], &lse1, &t[0], &t[1], &t[2], B, T, H, KV, D));
+    CHECK_OK(dorac_cpu32_attention_forward_ref(be, &t[7], &lse2, &t[0], &t[1], &t[2], B, T, H, KV, D));
+    CHECK_OK(be->attention_backward(be, &t[4], &t[5], &t[6], &t[11], &t[0], &t[1], &t[2], &t[3], &lse1, B, T, H, KV, D));
+    CHECK_OK(dorac_cpu32_attention_backward_ref(be, &t[8], &t[9], &t[10], &t[11], &t[0], &t[1], &t[2], &t[7], &lse2,
+                                                B, T, H, KV, D));
+    int pairs[][2] = {{3, 7}, {4, 8}, {5, 9}, {6, 10}};
+    for (int k = 0; k < 4; k++) {
+        dorac_tensor *a = &t[pairs[k][0]], *b = &t[pairs[k][1]];
+        size_t n = (size_t)(a->rows * a->cols);
+        double *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
+        be->download(be, x, DORAC_DTYPE_F64, a);
+        be->download(be, y, DORAC_DTYPE_F64, b);
+        double err = rel_err_f64(x, y, n, 1e-30);
+        if (err > 1e-5) fprintf(stderr, "attention fast vs reference, output %d: %.3g\n", k, err);
+        CHECK_LE(err, 1e-5);
+        free(x), free(y);
+    }
+    for (int i = 0; i < 12; i++) dorac_tensor_free(be, &t[i]);
+    dorac_tensor_free(be, &lse1), dorac_tensor_free(be, &lse2);
+}
+
 int main(void) {
     dorac_backend *be32 = dorac_backend_cpu_create((dorac_cpu_params){0});
     dorac_backend *be64 = dorac_backend_cpu64_create((dorac_cpu_params){0});
@@ -329,6 +374,7 @@ int main(void) {
          .ids_host = targets, .n_ids = 5, .ids_limit = 9},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_op(be32, be64, &cases[i]);
+    check_attention_twin(be32);
 
     /* out-of-range indices are errors, not reads out of bounds */
     dorac_tensor ids, table, out;

@@ -168,4 +168,14 @@ int CPU_FN(adamw)(dorac_backend *be, const dorac_tensor *param, const dorac_tens
                   const dorac_tensor *m, const dorac_tensor *v, double lr, double beta1, double beta2,
                   double eps, double weight_decay, int64_t step, double grad_scale);
 
+/* the slow, obvious twins of attention_forward/backward (tests compare) */
+int CPU_FN(attention_forward_ref)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *lse,
+                                  const dorac_tensor *q, const dorac_tensor *k, const dorac_tensor *v,
+                                  int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D);
+int CPU_FN(attention_backward_ref)(dorac_backend *be, const dorac_tensor *dq, const dorac_tensor *dk,
+                                   const dorac_tensor *dv, const dorac_tensor *dout,
+                                   const dorac_tensor *q, const dorac_tensor *k, const dorac_tensor *v,
+                                   const dorac_tensor *out, const dorac_tensor *lse, int64_t B,
+                                   int64_t T, int64_t H, int64_t KV, int64_t D);
+
 #endif

@@ -1,17 +1,13 @@
 /*
 ** cpu_ops_model.c — the CPU backend's transformer ops: embeddings,
-** RMSNorm/LayerNorm, RoPE, causal attention (GQA), SwiGLU, GELU (tanh) and
+** RMSNorm/LayerNorm, RoPE, SwiGLU, GELU (tanh) and
 ** softmax cross-entropy, each forward and backward (contracts in
 ** backend.h; the two precisions in cpu_impl.h).
 **
 ** Size letters: N rows (B*T), C channels, V vocabulary, B batch, T time,
 ** H query heads, KV key/value heads, D head dimension.
 **
-** Attention keeps no (T,T) matrix: the forward saves the log-sum-exp of
-** each row of scores, and the backward recomputes the probabilities from it
-** (the flash-attention recurrence, done plainly). Work is split over
-** (batch, kv-head) pairs, so every dk/dv row is written by one thread and
-** results do not depend on the thread count.
+** Attention is in cpu_ops_attention.c.
 */
 #include <math.h>
 #include <stdlib.h>
@@ -246,132 +242,6 @@ int CPU_FN(rope)(dorac_backend *be, const dorac_tensor *x, const dorac_tensor *p
                 real a = v[j], b = v[j + half], c = cs[j], s = sgn * sn[j];
                 v[j] = a * c - b * s;
                 v[j + half] = b * c + a * s;
-            }
-        }
-    }
-    return DORAC_OK;
-}
-
-/* ---------------------------------------------------------------------- */
-/* causal attention                                                       */
-/* ---------------------------------------------------------------------- */
-
-static int check_attention(const dorac_tensor *o, const dorac_tensor *q, const dorac_tensor *k,
-                           const dorac_tensor *v, const dorac_tensor *lse, int64_t B, int64_t T,
-                           int64_t H, int64_t KV, int64_t D, const char *op) {
-    if (B <= 0 || T <= 0 || H <= 0 || KV <= 0 || D <= 0 || H % KV)
-        return dorac_error(DORAC_E_INVALID, "%s: bad sizes B=%lld T=%lld H=%lld KV=%lld D=%lld", op,
-                           (long long)B, (long long)T, (long long)H, (long long)KV, (long long)D);
-    DORAC_TRY(check_shape(q, B * T, H * D, op, "q"));
-    DORAC_TRY(check_shape(k, B * T, KV * D, op, "k"));
-    DORAC_TRY(check_shape(v, B * T, KV * D, op, "v"));
-    DORAC_TRY(check_shape(o, B * T, H * D, op, "out"));
-    DORAC_TRY(check_shape(lse, 1, B * H * T, op, "lse"));
-    return DORAC_OK;
-}
-
-static real dot(const real *a, const real *b, int64_t n) {
-    real s = 0;
-    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-int CPU_FN(attention_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *lse,
-                              const dorac_tensor *q, const dorac_tensor *k, const dorac_tensor *v,
-                              int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D) {
-    (void)be;
-    DORAC_TRY(check_attention(out, q, k, v, lse, B, T, H, KV, D, "attention_forward"));
-    real *lv = lse->data;
-    const real scale = (real)(1.0 / sqrt((double)D));
-    int64_t group = H / KV;
-    int failed = 0;
-#pragma omp parallel
-    {
-        real *scores = malloc((size_t)T * sizeof(real));
-        double *acc = malloc((size_t)D * sizeof(double));
-        if (!scores || !acc) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t bh = 0; bh < B * H; bh++) {
-            if (failed) continue;
-            int64_t b = bh / H, h = bh % H, kvh = h / group;
-            for (int64_t t = 0; t < T; t++) {
-                const real *qt = row_ptr(q, b * T + t) + h * D;
-                real mx = -INFINITY;
-                for (int64_t s = 0; s <= t; s++) {
-                    scores[s] = dot(qt, row_ptr(k, b * T + s) + kvh * D, D) * scale;
-                    if (scores[s] > mx) mx = scores[s];
-                }
-                double sum = 0;
-                for (int64_t d = 0; d < D; d++) acc[d] = 0;
-                for (int64_t s = 0; s <= t; s++) {
-                    double p = exp((double)(scores[s] - mx));
-                    sum += p;
-                    const real *vs = row_ptr(v, b * T + s) + kvh * D;
-                    for (int64_t d = 0; d < D; d++) acc[d] += p * vs[d];
-                }
-                real *ot = row_ptr(out, b * T + t) + h * D;
-                for (int64_t d = 0; d < D; d++) ot[d] = (real)(acc[d] / sum);
-                lv[bh * T + t] = (real)((double)mx + log(sum));
-            }
-        }
-        free(scores);
-        free(acc);
-    }
-    if (failed) return dorac_error(DORAC_E_NOMEM, "attention_forward: out of memory for scratch");
-    return DORAC_OK;
-}
-
-int CPU_FN(attention_backward)(dorac_backend *be, const dorac_tensor *dq, const dorac_tensor *dk,
-                               const dorac_tensor *dv, const dorac_tensor *dout,
-                               const dorac_tensor *q, const dorac_tensor *k, const dorac_tensor *v,
-                               const dorac_tensor *out, const dorac_tensor *lse, int64_t B,
-                               int64_t T, int64_t H, int64_t KV, int64_t D) {
-    (void)be;
-    const char *op = "attention_backward";
-    DORAC_TRY(check_attention(out, q, k, v, lse, B, T, H, KV, D, op));
-    DORAC_TRY(check_shape(dq, B * T, H * D, op, "dq"));
-    DORAC_TRY(check_shape(dk, B * T, KV * D, op, "dk"));
-    DORAC_TRY(check_shape(dv, B * T, KV * D, op, "dv"));
-    DORAC_TRY(check_shape(dout, B * T, H * D, op, "dout"));
-    const real *lv = lse->data;
-    const double scale = 1.0 / sqrt((double)D);
-    int64_t group = H / KV;
-    /* one (b, kv head) per task: it owns dk, dv of that head and dq of its
-    ** query heads, so no two threads write the same element */
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t bk = 0; bk < B * KV; bk++) {
-        int64_t b = bk / KV, kvh = bk % KV;
-        for (int64_t t = 0; t < T; t++) {
-            memset(row_ptr(dk, b * T + t) + kvh * D, 0, (size_t)D * sizeof(real));
-            memset(row_ptr(dv, b * T + t) + kvh * D, 0, (size_t)D * sizeof(real));
-        }
-        for (int64_t h = kvh * group; h < (kvh + 1) * group; h++) {
-            for (int64_t t = 0; t < T; t++) {
-                const real *qt = row_ptr(q, b * T + t) + h * D;
-                const real *gt = row_ptr(dout, b * T + t) + h * D;
-                const real *ot = row_ptr(out, b * T + t) + h * D;
-                real *dqt = row_ptr(dq, b * T + t) + h * D;
-                double l = lv[(b * H + h) * T + t];
-                double Dt = dot(gt, ot, D); /* sum_s p_s dp_s = dout · out */
-                for (int64_t d = 0; d < D; d++) dqt[d] = 0;
-                for (int64_t s = 0; s <= t; s++) {
-                    const real *ks = row_ptr(k, b * T + s) + kvh * D;
-                    const real *vs = row_ptr(v, b * T + s) + kvh * D;
-                    real *dks = row_ptr(dk, b * T + s) + kvh * D;
-                    real *dvs = row_ptr(dv, b * T + s) + kvh * D;
-                    double p = exp(dot(qt, ks, D) * scale - l);
-                    double dp = dot(gt, vs, D);
-                    real ds = (real)(p * (dp - Dt) * scale);
-                    real pr = (real)p;
-                    for (int64_t d = 0; d < D; d++) {
-                        dqt[d] += ds * ks[d];
-                        dks[d] += ds * qt[d];
-                        dvs[d] += pr * gt[d];
-                    }
-                }
             }
         }
     }
