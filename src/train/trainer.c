@@ -138,14 +138,15 @@ static int metrics_add(metrics *m, const char *line) {
     return DORAC_OK;
 }
 
-static int metrics_write(metrics *m, const char *out_dir) {
+/* Writes every record to dir/metrics.jsonl, atomically. */
+static int metrics_write(metrics *m, const char *dir) {
     size_t total = 1;
     for (size_t i = 0; i < m->n; i++) total += strlen(m->lines[i]) + 1;
     char *buf = malloc(total), *p = buf;
     if (!buf) return dorac_error(DORAC_E_NOMEM, "metrics: out of memory");
     for (size_t i = 0; i < m->n; i++) p += sprintf(p, "%s\n", m->lines[i]);
-    char path[4200];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", out_dir);
+    char path[4400];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
     int rc = dorac_atomic_write(path, buf, (size_t)(p - buf));
     free(buf);
     m->last_write = now_s();
@@ -158,10 +159,10 @@ static void metrics_free(metrics *m) {
     memset(m, 0, sizeof *m);
 }
 
-/* Keeps the records of steps <= step from an existing metrics.jsonl (resume). */
-static int metrics_load(metrics *m, const char *out_dir, int64_t step) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", out_dir);
+/* Keeps the records of steps <= step from dir/metrics.jsonl (resume). */
+static int metrics_load(metrics *m, const char *dir, int64_t step) {
+    char path[4400];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
     FILE *f = fopen(path, "r");
     if (!f) return DORAC_OK;
     char line[4096];
@@ -307,6 +308,7 @@ static int save_checkpoint(trainer *t, double lr) {
     snprintf(path, sizeof path, "%s/optimizer.safetensors", tmp);
     if (!rc) rc = dorac_optimizer_save(&t->opt, path);
     if (!rc) rc = write_state(tmp, c, &t->st, t->total_steps, lr);
+    if (!rc) rc = metrics_write(&t->met, tmp); /* the history up to this step travels with it */
     if (!rc) rc = dorac_atomic_dir_commit(tmp, final);
     else dorac_atomic_dir_abort(tmp);
     if (!rc) rc = metrics_write(&t->met, c->out_dir);
@@ -390,7 +392,9 @@ static int resume(trainer *t, const char *dir) {
     if (t->opt.step != t->st.step)
         return dorac_error(DORAC_E_FORMAT, "%s: optimizer step %lld does not match trainer step %lld", dir,
                            (long long)t->opt.step, (long long)t->st.step);
-    return metrics_load(&t->met, c->out_dir, t->st.step);
+    /* the checkpoint's own copy of the metrics: out_dir's may be older if the
+    ** run died between committing the checkpoint and rewriting it */
+    return metrics_load(&t->met, dir, t->st.step);
 }
 
 /* Sets the method, or for a resume restores the adapter / weights first. */

@@ -11,7 +11,8 @@
 **   checkpoint-STEP/     adapter (PEFT files) or, for full fine-tuning,
 **                        model.safetensors; optimizer.safetensors;
 **                        trainer_state.json (step, data cursor, seed,
-**                        learning rate, the run's settings). Written as a
+**                        learning rate, the run's settings); metrics.jsonl
+**                        up to STEP (what a resume continues from). Written as a
 **                        whole under a temporary name, then renamed; the
 **                        last `keep` are kept.
 **   adapter/ | model/    the final adapter (PEFT) or model (HF folder)
