@@ -53,6 +53,7 @@ int cli_train(int argc, char **argv) {
     dorac_train_config c;
     dorac_train_config_defaults(&c);
     const char *method = "dora", *norm_grad = "detach", *schedule = "linear", *init = "pretrained", *long_mode = "split";
+    const char *save_dtype = "f32";
     int64_t rank = 16, warmup = -1, threads = 0, log_every = 10, seed = 42;
     double alpha = -1;
     bool no_pack = false;
@@ -89,6 +90,7 @@ int cli_train(int argc, char **argv) {
         {"keep", OPT_INT, &c.keep, "checkpoints to keep, 0 = all (2)", false},
         {"resume", OPT_STRING, &c.resume, "auto | a checkpoint folder", false},
         {"merge-at-end", OPT_FLAG, &c.merge_at_end, "also write out/merged/, the adapter merged into the model", false},
+        {"save-dtype", OPT_STRING, &save_dtype, "f32 | bf16 | f16: weights of out/model and out/merged (f32)", false},
         {"init", OPT_STRING, &init, "pretrained | random (random: pretraining with --method full --config)", false},
         {"config", OPT_STRING, &c.config_path, "config.json of the model to build with --init random", false},
         {"tokenizer", OPT_STRING, &c.tokenizer_dir, "folder with tokenizer.json (default: --model)", false},
@@ -116,6 +118,10 @@ int cli_train(int argc, char **argv) {
     if (!strcmp(long_mode, "split")) c.truncate = false;
     else if (!strcmp(long_mode, "truncate")) c.truncate = true;
     else return cli_usage_error("--long must be split or truncate");
+    if (!strcmp(save_dtype, "f32")) c.save_dtype = DORAC_DTYPE_F32;
+    else if (!strcmp(save_dtype, "bf16")) c.save_dtype = DORAC_DTYPE_BF16;
+    else if (!strcmp(save_dtype, "f16")) c.save_dtype = DORAC_DTYPE_F16;
+    else return cli_usage_error("--save-dtype must be f32, bf16 or f16");
     if (!strcmp(init, "random")) c.init_random = true;
     else if (strcmp(init, "pretrained")) return cli_usage_error("--init must be pretrained or random");
     /* contradictions are errors, never silently resolved */

@@ -249,7 +249,7 @@ static void check_merge(dorac_backend *be, const char *model) {
     CHECK_OK(dorac_model_forward(mm, &batch, false, 1, 0, &r1, NULL));
     CHECK_OK(dorac_model_forward(ma, &batch, false, 1, 0, &r2, NULL));
     CHECK_NEAR(r1.loss_sum / (double)r1.n_tokens, r2.loss_sum / (double)r2.n_tokens, 1e-5);
-    dorac_model_free(mm), dorac_model_free(ma);
+    dorac_model_free(mm), dorac_model_free(ma), dorac_model_free(m);
     char cmd[700];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
     CHECK(system(cmd) == 0);

@@ -161,12 +161,11 @@ static void run_family(const char *name, json_t *inputs) {
             show_ids("ids_special", ids_sp, n_sp, want_sp);
         }
         /* with special tokens: the plain ids inside the template */
-        bool inside = n_sp >= n;
-        for (size_t k = 0; inside && k + n <= n_sp; k++) {
+        bool inside = n == 0 || n_sp >= n;
+        for (size_t k = 0; n > 0 && inside && k + n <= n_sp; k++) {
             if (!memcmp(ids_sp + k, ids, n * sizeof *ids)) break;
             if (k + n == n_sp) inside = false;
         }
-        if (n == 0) inside = true;
         if (!inside) {
             ok = false;
             fprintf(stderr, "  %s/%s: ids_special do not contain ids\n", name, cname);

@@ -224,6 +224,9 @@ typedef struct tok_bpe {
     char *prefix, *suffix;   /* continuing_subword_prefix, end_of_word_suffix, or NULL */
     size_t prefix_len, suffix_len;
     bool fuse_unk, byte_fallback, ignore_merges;
+    bool split_at_meta;      /* merges never join across "x|▁" (x not ▁): a pre-token may be
+                                cut before each such ▁ and its parts encoded (and cached)
+                                separately, with the same ids (see tok_bpe.c) */
     int32_t byte_fallback_id[256]; /* "<0xXX>" ids, -1 absent */
     int32_t byte_level_id[256];    /* id of GPT-2's char for each byte, -1 absent */
     int32_t ascii_id[128];         /* id of a one-character ASCII token, -1 absent */

@@ -191,6 +191,7 @@ static int load_merges(dorac_tokenizer *tok, json_t *model) {
     tok_buf joined = {0};
     int rc = DORAC_OK;
     int form = 0; /* 1: "a b" strings, 2: [a, b] pairs; tokenizers refuses a mix */
+    m->split_at_meta = true;
     uint32_t rank = 0;
     for (size_t i = 0; i < n && !rc; i++) {
         json_t *e = json_array_get(merges, i);
@@ -246,8 +247,16 @@ static int load_merges(dorac_tokenizer *tok, json_t *model) {
             break;
         }
         rc = tok_bpe_add_merge(m, ia, ib, rank++, inew);
+        /* a merge (a, "▁...") with a not made of ▁ only could join two words */
+        if (blen >= 3 && !memcmp(b, "\xE2\x96\x81", 3))
+            for (size_t k = 0; k < alen && m->split_at_meta; k += 3)
+                if (alen - k < 3 || memcmp(a + k, "\xE2\x96\x81", 3)) m->split_at_meta = false;
     }
     tok_buf_free(&joined);
+    /* the ▁ must be a token itself (an unknown ▁ could fuse unks across the
+    ** cut), and nothing may depend on where a word starts or ends */
+    if (m->prefix || m->suffix || m->ignore_merges || tok_strmap_get(&m->vocab, "\xE2\x96\x81", 3) < 0)
+        m->split_at_meta = false;
     return rc;
 }
 

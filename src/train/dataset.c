@@ -198,6 +198,19 @@ void dorac_example_free(dorac_example *ex) {
     memset(ex, 0, sizeof *ex);
 }
 
+size_t dorac_dataset_truncate(dorac_dataset *ds, int64_t max_len) {
+    size_t cut = 0;
+    for (size_t i = 0; i < ds->n; i++) {
+        dorac_example *e = &ds->ex[i];
+        if (e->n <= max_len) continue;
+        for (int64_t t = max_len; t < e->n; t++) ds->n_labels -= e->labels[t] != DORAC_IGNORE_INDEX;
+        ds->n_tokens -= e->n - max_len;
+        e->n = max_len;
+        cut++;
+    }
+    return cut;
+}
+
 void dorac_dataset_free(dorac_dataset *ds) {
     for (size_t i = 0; i < ds->n; i++) dorac_example_free(&ds->ex[i]);
     free(ds->ex);

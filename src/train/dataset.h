@@ -70,6 +70,10 @@ int dorac_dataset_load(dorac_dataset *ds, const char *path, const dorac_dataset_
 int dorac_example_parse(dorac_example *ex, const char *line, size_t len,
                         const dorac_dataset_options *opt, const char *where);
 
+/* Cuts every example longer than max_len tokens to its first max_len;
+** returns how many were cut (n_tokens and n_labels are updated). */
+size_t dorac_dataset_truncate(dorac_dataset *ds, int64_t max_len);
+
 void dorac_example_free(dorac_example *ex);
 void dorac_dataset_free(dorac_dataset *ds);
 

@@ -47,6 +47,7 @@ void dorac_train_config_defaults(dorac_train_config *c) {
     c->pack = true;
     c->keep = 2;
     c->eval_batch_size = 8;
+    c->save_dtype = DORAC_DTYPE_F32;
 }
 
 static double now_s(void) {
@@ -297,14 +298,32 @@ typedef struct trainer {
     const char *weights_src; /* folder whose config/tokenizer files go with saved weights */
 } trainer;
 
+/* Full fine-tuning's weights as an HF folder's files, into an existing dir:
+** the weights, plus config.json and the tokenizer files from the source
+** model folder, or (init_random) from --config and --tokenizer. */
+static int write_full_model(trainer *t, const char *dir, dorac_dtype dtype) {
+    const dorac_train_config *c = t->cfg;
+    DORAC_TRY(dorac_model_write(t->model, dir, dtype, t->weights_src, (size_t)5000 * 1000 * 1000));
+    if (t->weights_src) return DORAC_OK;
+    char dst[4400], src[4400];
+    snprintf(dst, sizeof dst, "%s/config.json", dir);
+    DORAC_TRY(dorac_atomic_copy_file(c->config_path, dst));
+    const char *tok_files[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"};
+    for (size_t i = 0; c->tokenizer_dir && i < sizeof tok_files / sizeof tok_files[0]; i++) {
+        snprintf(src, sizeof src, "%s/%s", c->tokenizer_dir, tok_files[i]);
+        snprintf(dst, sizeof dst, "%s/%s", dir, tok_files[i]);
+        if (dorac_is_file(src)) DORAC_TRY(dorac_atomic_copy_file(src, dst));
+    }
+    return DORAC_OK;
+}
+
 static int save_checkpoint(trainer *t, double lr) {
     const dorac_train_config *c = t->cfg;
     char final[4200], tmp[4200], path[4400];
     snprintf(final, sizeof final, "%s/checkpoint-%lld", c->out_dir, (long long)t->st.step);
     DORAC_TRY(dorac_atomic_dir_begin(tmp, sizeof tmp, final));
-    int rc = c->method == DORAC_METHOD_FULL
-                 ? dorac_model_write(t->model, tmp, DORAC_DTYPE_F32, t->weights_src, (size_t)5000 * 1000 * 1000)
-                 : dorac_model_write_adapter(t->model, tmp, c->model_dir);
+    int rc = c->method == DORAC_METHOD_FULL ? write_full_model(t, tmp, DORAC_DTYPE_F32)
+                                            : dorac_model_write_adapter(t->model, tmp, c->model_dir);
     snprintf(path, sizeof path, "%s/optimizer.safetensors", tmp);
     if (!rc) rc = dorac_optimizer_save(&t->opt, path);
     if (!rc) rc = write_state(tmp, c, &t->st, t->total_steps, lr);
@@ -373,8 +392,8 @@ static int load_data(trainer *t) {
     if (c->eval_path) {
         DORAC_TRY(dorac_dataset_load(&t->eval, c->eval_path, &o));
         t->have_eval = true;
-        for (size_t i = 0; i < t->eval.n; i++)
-            if (t->eval.ex[i].n > c->seq_len) t->eval.ex[i].n = c->seq_len; /* evaluate at the training length */
+        size_t cut = dorac_dataset_truncate(&t->eval, c->seq_len); /* evaluate at the training length */
+        if (cut) note(t->cb, "%zu eval sequences longer than --seq-len %lld are cut to it", cut, (long long)c->seq_len);
     }
     return dorac_batcher_init(&t->batcher, &t->train, c->seq_len, c->pack, c->truncate, c->seed);
 }
@@ -533,7 +552,12 @@ static int finish(trainer *t, dorac_train_result *res) {
     DORAC_TRY(metrics_write(&t->met, c->out_dir));
     if (c->method == DORAC_METHOD_FULL) {
         snprintf(path, sizeof path, "%s/model", c->out_dir);
-        DORAC_TRY(dorac_model_save(t->model, path, DORAC_DTYPE_F32, t->weights_src, (size_t)5000 * 1000 * 1000));
+        char tmp[4400];
+        DORAC_TRY(dorac_atomic_dir_begin(tmp, sizeof tmp, path));
+        int rc = write_full_model(t, tmp, c->save_dtype);
+        if (!rc) rc = dorac_atomic_dir_commit(tmp, path);
+        else dorac_atomic_dir_abort(tmp);
+        DORAC_TRY(rc);
         note(t->cb, "model written to %s", path);
     } else {
         snprintf(path, sizeof path, "%s/adapter", c->out_dir);
@@ -542,7 +566,7 @@ static int finish(trainer *t, dorac_train_result *res) {
         if (c->merge_at_end) {
             DORAC_TRY(dorac_model_merge_adapters(t->model));
             snprintf(path, sizeof path, "%s/merged", c->out_dir);
-            DORAC_TRY(dorac_model_save(t->model, path, DORAC_DTYPE_F32, c->model_dir, (size_t)5000 * 1000 * 1000));
+            DORAC_TRY(dorac_model_save(t->model, path, c->save_dtype, c->model_dir, (size_t)5000 * 1000 * 1000));
             note(t->cb, "merged model written to %s", path);
         }
     }

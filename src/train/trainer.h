@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "adapter/linear.h"
+#include "core/dtype.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
 
@@ -66,6 +67,7 @@ typedef struct dorac_train_config {
     int64_t eval_batch_size;
     const char *resume;         /* NULL, "auto" or a checkpoint folder */
     bool merge_at_end;
+    dorac_dtype save_dtype;     /* dtype of model/ and merged/ weights (F32 default) */
     int64_t stop_after;         /* stop (without final save) after this many steps in this process; 0 = no (tests) */
 } dorac_train_config;
 

@@ -283,7 +283,18 @@ def sentencepiece_like_model(train, vocab_size):
     return vocab, m["merges"]
 
 
-def llama2_json(vocab, merges, metaspace):
+def llama2_json(vocab, merges, metaspace, cross_word=False):
+    """cross_word adds a merge ("e", "▁") that joins across words: dorac then
+    cannot cut the input into words and takes its general path."""
+    vocab, merges = dict(vocab), list(merges)
+    if not metaspace:
+        # Real Llama-2 vocabularies have runs of "▁" built by merges such as
+        # ("▁", "▁"); those never join two words.
+        extra = [["▁", "▁"], ["▁▁", "▁▁"]] + ([["e", "▁"]] if cross_word else [])
+        for a, b in extra:
+            if a + b not in vocab:
+                vocab[a + b] = len(vocab)
+        merges += extra
     specials = [("<unk>", 0), ("<s>", 1), ("</s>", 2)]
     added = [{"id": i, "content": s, "single_word": False, "lstrip": False, "rstrip": False,
               "normalized": False, "special": True} for s, i in specials]
@@ -487,7 +498,8 @@ def main():
            "tokenizer_class": "LlamaTokenizer"}
     tmpl = processors.TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> <s> $B </s>",
                                          special_tokens=[("<s>", 1), ("</s>", 2)])
-    record("llama2", llama2_json(vocab, merges, False), cases, rng, cfg, tmpl)
+    # llama2 takes dorac's general BPE path (cross_word), mistral the word-cut one
+    record("llama2", llama2_json(vocab, merges, False, cross_word=True), cases, rng, cfg, tmpl)
     record("mistral", llama2_json(vocab, merges, True), cases, rng)
     record("zoo_wordpiece", make_zoo_wordpiece(train), cases, rng)
     record("zoo_metaspace", make_zoo_metaspace(train), cases, rng)
