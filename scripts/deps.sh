@@ -2,7 +2,7 @@
 # Installs the Debian packages dorac builds with, if any is missing.
 # Usage: scripts/deps.sh [extra-package ...]
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libopenblas-dev libjansson-dev libpcre2-dev libutf8proc-dev "$@")
+pkgs=(build-essential cmake pkg-config libopenblas-openmp-dev libjansson-dev libpcre2-dev libutf8proc-dev "$@")
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -15,8 +15,8 @@
 ** Work is split over (batch, head) pairs in the forward and (batch, kv
 ** head) pairs in the backward, so every output element is written by one
 ** thread, in a fixed order: results do not depend on the thread count.
-** BLAS runs single-threaded inside the parallel region (the thread count of
-** OpenBLAS is set to 1 for the op and restored after).
+** BLAS runs single-threaded inside the parallel region (see
+** blas_threads_begin).
 */
 #include <math.h>
 #include <stdlib.h>
@@ -39,6 +39,7 @@
 
 void openblas_set_num_threads(int num_threads);
 int openblas_get_num_threads(void);
+int openblas_get_parallel(void); /* 0 sequential, 1 pthreads, 2 OpenMP */
 
 /* query rows per block */
 #define QB 64
@@ -181,10 +182,17 @@ static void gemm(bool ta, bool tb, int M, int N, int K, real alpha, const real *
                lda, B, ldb, beta, C, ldc);
 }
 
+/* BLAS inside our parallel region must run on the calling thread. OpenBLAS
+** built for OpenMP does that by itself (and its set_num_threads would change
+** OpenMP's team size); the pthread build needs its pool size set to 1. */
 static int blas_threads_begin(void) {
     int n = openblas_get_num_threads();
-    openblas_set_num_threads(1);
+    if (openblas_get_parallel() == 1) openblas_set_num_threads(1);
     return n;
+}
+
+static void blas_threads_end(int n) {
+    if (openblas_get_parallel() == 1) openblas_set_num_threads(n);
 }
 
 int CPU_FN(attention_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *lse,
@@ -234,7 +242,7 @@ int CPU_FN(attention_forward)(dorac_backend *be, const dorac_tensor *out, const 
         }
         free(S);
     }
-    openblas_set_num_threads(saved);
+    blas_threads_end(saved);
     if (failed) return dorac_error(DORAC_E_NOMEM, "attention_forward: out of memory for scratch");
     return DORAC_OK;
 }
@@ -308,7 +316,7 @@ int CPU_FN(attention_backward)(dorac_backend *be, const dorac_tensor *dq, const 
         free(P);
         free(dP);
     }
-    openblas_set_num_threads(saved);
+    blas_threads_end(saved);
     if (failed) return dorac_error(DORAC_E_NOMEM, "attention_backward: out of memory for scratch");
     return DORAC_OK;
 }
