@@ -172,12 +172,15 @@ int dorac_plot_metrics(dorac_svg *svg, const dorac_metrics *m, const char *title
     to_pixels(&lp, ox, oy, k);
     dorac_svg_polyline(svg, ox, oy, k, "class=\"train-loss-smoothed\" stroke=\"#1f77b4\" stroke-width=\"2\"");
     if (m->n_eval > 0) {
-        k = 0;
+        /* loss and smooth are drawn: reuse them for the evaluated (step, eval_loss) pairs */
+        double *ex = loss, *ey = smooth;
+        size_t n_eval = 0;
         for (size_t i = 0; i < n; i++)
-            if (isfinite(m->records[i].eval_loss))
-                ox[k] = dorac_chart_px(&lp, step[i]), oy[k] = dorac_chart_py(&lp, m->records[i].eval_loss), k++;
+            if (isfinite(m->records[i].eval_loss)) ex[n_eval] = step[i], ey[n_eval] = m->records[i].eval_loss, n_eval++;
+        k = reduce(ex, ey, n_eval, ox, oy);
+        to_pixels(&lp, ox, oy, k);
         dorac_svg_polyline(svg, ox, oy, k, "class=\"eval-loss-line\" stroke=\"#ff7f0e\" stroke-width=\"1.5\"");
-        for (size_t i = 0; i < k; i++)
+        for (size_t i = 0; n_eval <= DORAC_PLOT_MAX_POINTS && i < k; i++) /* markers only while they fit */
             dorac_svg_circle(svg, ox[i], oy[i], 3.5, "class=\"eval-loss\" fill=\"#ff7f0e\" stroke=\"#ffffff\" stroke-width=\"0.8\"");
     }
     dorac_chart_clip_end(svg);

@@ -16,7 +16,8 @@
 **
 ** Size. Series of more than DORAC_PLOT_MAX_POINTS records are reduced, per
 ** pixel-wide bucket, to the bucket's first, lowest, highest and last points,
-** which keeps every spike visible in a file of bounded size.
+** which keeps every spike visible in a file of bounded size. Eval points
+** are drawn as markers only while there are at most that many of them.
 */
 #ifndef DORAC_TRAIN_PLOT_H
 #define DORAC_TRAIN_PLOT_H

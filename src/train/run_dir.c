@@ -103,7 +103,7 @@ int dorac_run_dir_scan(dorac_run_dir *run, const char *dir) {
         rc = add(run, &cap, dir, e->d_name, step, false);
     }
     closedir(d);
-    if (!rc) qsort(run->ckpts, run->n_ckpts, sizeof *run->ckpts, by_step);
+    if (!rc && run->n_ckpts > 1) qsort(run->ckpts, run->n_ckpts, sizeof *run->ckpts, by_step);
 
     /* every checkpoint's method, which must agree */
     bool known = false;
