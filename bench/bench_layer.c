@@ -4,7 +4,8 @@
 ** shapes. Prints, per mode: best-of-R milliseconds, the ratio to LoRA, the
 ** GFLOP/s of the counted FLOPs, that as a share of cblas_sgemm's throughput
 ** measured in this same run, and the peak memory the layer allocates beyond
-** the caller's tensors (x, y, dy, dx, u, parameters, gradients).
+** the caller's tensors (x, y, dy, dx, u, parameters, gradients). The modes'
+** repetitions are interleaved so that drift in machine speed hits all alike.
 **
 ** usage: bench_layer [--reps R] [--threads T] [--shape in,out,tokens,r]...
 */
@@ -16,6 +17,7 @@
 #include <cblas.h>
 
 #include "adapter/linear.h"
+#include "core/error.h"
 #include "core/rng.h"
 #include "dorac.h"
 
@@ -31,24 +33,6 @@ static void fill(float *p, size_t n, double scale, uint64_t stream) {
 
 typedef struct shape { int64_t in, out, N; int r; } shape;
 
-/* Best-of-reps seconds of one (N,in)x(in,out) sgemm: the BLAS anchor. */
-static double time_sgemm(const shape *s, int reps) {
-    size_t nx = (size_t)(s->N * s->in), nw = (size_t)(s->out * s->in), ny = (size_t)(s->N * s->out);
-    float *x = malloc(nx * 4), *w = malloc(nw * 4), *y = malloc(ny * 4);
-    fill(x, nx, 1, 1);
-    fill(w, nw, 0.02, 2);
-    double best = 1e30;
-    for (int k = 0; k <= reps; k++) {
-        double t = now_s();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)s->N, (int)s->out, (int)s->in, 1.0f,
-                    x, (int)s->in, w, (int)s->in, 0.0f, y, (int)s->out);
-        t = now_s() - t;
-        if (k > 0 && t < best) best = t; /* k == 0 warms up */
-    }
-    free(x), free(w), free(y);
-    return best;
-}
-
 typedef struct result { double ms, flops, peak_extra_mb; } result;
 
 static double layer_flops(const shape *s, dorac_method method, int exact) {
@@ -59,65 +43,115 @@ static double layer_flops(const shape *s, dorac_method method, int exact) {
     return f;
 }
 
-static int run_mode(dorac_backend *be, const shape *s, dorac_method method, int exact, int reps,
-                    result *res) {
+/* One mode's layer and its own tensors (W and x are shared, read-only). */
+typedef struct mode_run {
+    dorac_method method;
+    int exact;
+    dorac_linear L;
+    dorac_tensor y, dy, dy0, dx, u, A, B, m, dA, dB, dm;
+    double best;
+    size_t peak_extra;
+} mode_run;
+
+static int mode_setup(dorac_backend *be, const shape *s, mode_run *mr, const dorac_tensor *W, float *host) {
     int64_t in = s->in, out = s->out, N = s->N, r = s->r;
     dorac_dtype f32 = DORAC_DTYPE_F32;
-    dorac_tensor W, x, y, dy, dx, u, A, B, m, dA, dB, dm;
     dorac_tensor none = dorac_tensor_none(f32);
     int rc = 0;
-    rc |= dorac_tensor_alloc(be, &W, f32, out, in, "W");
-    rc |= dorac_tensor_alloc(be, &x, f32, N, in, "x");
-    rc |= dorac_tensor_alloc(be, &y, f32, N, out, "y");
-    rc |= dorac_tensor_alloc(be, &dy, f32, N, out, "dy");
-    rc |= dorac_tensor_alloc(be, &dx, f32, N, in, "dx");
-    rc |= dorac_tensor_alloc(be, &u, f32, N, r, "u");
-    rc |= dorac_tensor_alloc(be, &A, f32, r, in, "A");
-    rc |= dorac_tensor_alloc(be, &B, f32, out, r, "B");
-    rc |= dorac_tensor_alloc(be, &m, f32, 1, out, "m");
-    rc |= dorac_tensor_alloc(be, &dA, f32, r, in, "dA");
-    rc |= dorac_tensor_alloc(be, &dB, f32, out, r, "dB");
-    rc |= dorac_tensor_alloc(be, &dm, f32, 1, out, "dm");
+    rc |= dorac_tensor_alloc(be, &mr->y, f32, N, out, "y");
+    rc |= dorac_tensor_alloc(be, &mr->dy, f32, N, out, "dy");
+    rc |= dorac_tensor_alloc(be, &mr->dy0, f32, N, out, "dy0");
+    rc |= dorac_tensor_alloc(be, &mr->dx, f32, N, in, "dx");
+    rc |= dorac_tensor_alloc(be, &mr->u, f32, N, r, "u");
+    rc |= dorac_tensor_alloc(be, &mr->A, f32, r, in, "A");
+    rc |= dorac_tensor_alloc(be, &mr->B, f32, out, r, "B");
+    rc |= dorac_tensor_alloc(be, &mr->m, f32, 1, out, "m");
+    rc |= dorac_tensor_alloc(be, &mr->dA, f32, r, in, "dA");
+    rc |= dorac_tensor_alloc(be, &mr->dB, f32, out, r, "dB");
+    rc |= dorac_tensor_alloc(be, &mr->dm, f32, 1, out, "dm");
     if (rc) return rc;
-    {
-        size_t nmax = (size_t)(N * (in > out ? in : out));
-        float *h = malloc((nmax > (size_t)(out * in) ? nmax : (size_t)(out * in)) * 4);
-        fill(h, (size_t)(out * in), 0.02, 3); be->upload(be, &W, h, f32);
-        fill(h, (size_t)(N * in), 1.0, 4); be->upload(be, &x, h, f32);
-        fill(h, (size_t)(N * out), 1.0, 5); be->upload(be, &dy, h, f32);
-        fill(h, (size_t)(out * r), 0.01, 6); be->upload(be, &B, h, f32);
-        free(h);
-    }
-    dorac_adapter_config cfg = {.method = method, .rank = method == DORAC_METHOD_FROZEN ? 0 : r,
-                                .alpha = 2.0 * r, .norm_grad = exact};
-    dorac_linear_tensors t = {.W = W, .bias = none, .A = A, .B = B, .m = m, .dA = dA, .dB = dB,
-                              .dm = dm, .dW = none, .dbias = none};
+    fill(host, (size_t)(N * out), 1.0, 5); be->upload(be, &mr->dy0, host, f32);
+    fill(host, (size_t)(out * r), 0.01, 6); be->upload(be, &mr->B, host, f32);
+    fill(host, (size_t)(r * in), 0.02, 7); be->upload(be, &mr->A, host, f32);
+    be->fill(be, &mr->dA, 0), be->fill(be, &mr->dB, 0), be->fill(be, &mr->dm, 0);
+    dorac_method method = mr->method;
+    dorac_adapter_config cfg = {.method = method, .rank = method == DORAC_METHOD_FROZEN ? 0 : s->r,
+                                .alpha = 2.0 * s->r, .norm_grad = mr->exact};
+    dorac_linear_tensors t = {.W = *W, .bias = none, .A = mr->A, .B = mr->B, .m = mr->m, .dA = mr->dA,
+                              .dB = mr->dB, .dm = mr->dm, .dW = none, .dbias = none};
     if (method == DORAC_METHOD_FROZEN) t.A = t.B = t.m = t.dA = t.dB = t.dm = none;
     if (method == DORAC_METHOD_LORA) t.m = t.dm = none;
+    rc = dorac_linear_init(&mr->L, be, &cfg, in, out, &t, "bench");
+    if (!rc && method == DORAC_METHOD_DORA) rc = dorac_dora_init_magnitude_tensor(be, &mr->m, &mr->L.c);
+    mr->best = 1e30;
+    return rc;
+}
+
+/* One forward + backward, timed; dy is restored outside the timing (the
+** DoRA backward writes dz over it, as the model calls it). */
+static int mode_rep(dorac_backend *be, mode_run *mr, const dorac_tensor *x, bool record) {
+    dorac_tensor none = dorac_tensor_none(DORAC_DTYPE_F32);
+    const dorac_tensor *uu = mr->method == DORAC_METHOD_FROZEN ? &none : &mr->u;
+    DORAC_TRY(be->copy(be, &mr->dy, &mr->dy0));
     dorac_mem_stats before, after;
     be->mem_stats_reset(be);
     be->mem_stats(be, &before);
-    dorac_linear L;
-    rc = dorac_linear_init(&L, be, &cfg, in, out, &t, "bench");
-    if (!rc && method == DORAC_METHOD_DORA) {
-        rc = dorac_dora_init_magnitude_tensor(be, &m, &L.c);
-    }
-    const dorac_tensor *uu = method == DORAC_METHOD_FROZEN ? &none : &u;
-    double best = 1e30;
-    for (int k = 0; !rc && k <= reps; k++) {
-        double t0 = now_s();
-        rc = dorac_linear_forward(&L, &y, uu, &x, 0);
-        if (!rc) rc = dorac_linear_backward(&L, &dx, false, &dy, &dy, &x, &y, uu, 0); /* dz in place, as the model does */
-        double dt = now_s() - t0;
-        if (k > 0 && dt < best) best = dt;
-    }
+    double t0 = now_s();
+    DORAC_TRY(dorac_linear_forward(&mr->L, &mr->y, uu, x, 0));
+    DORAC_TRY(dorac_linear_backward(&mr->L, &mr->dx, false, &mr->dy, &mr->dy, x, &mr->y, uu, 0));
+    double dt = now_s() - t0;
     be->mem_stats(be, &after);
-    dorac_linear_free(&L);
-    res->ms = best * 1e3;
-    res->flops = layer_flops(s, method, exact);
-    res->peak_extra_mb = (double)(after.peak_bytes - before.current_bytes) / (1024.0 * 1024.0);
-    dorac_tensor *all[] = {&W, &x, &y, &dy, &dx, &u, &A, &B, &m, &dA, &dB, &dm};
+    if (record && dt < mr->best) mr->best = dt;
+    size_t extra = after.peak_bytes - before.current_bytes;
+    if (extra > mr->peak_extra) mr->peak_extra = extra;
+    return DORAC_OK;
+}
+
+static void mode_free(dorac_backend *be, mode_run *mr) {
+    dorac_linear_free(&mr->L);
+    dorac_tensor *all[] = {&mr->y, &mr->dy, &mr->dy0, &mr->dx, &mr->u, &mr->A, &mr->B, &mr->m, &mr->dA, &mr->dB, &mr->dm};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dorac_tensor_free(be, all[i]);
+}
+
+/* All modes of one shape, their repetitions interleaved (frozen, LoRA,
+** DoRA-detach, DoRA-exact, sgemm, frozen, ...), so that drift in the
+** machine's speed affects every mode alike; best of reps per mode. The
+** layer's peak extra memory is what it allocates during one forward +
+** backward beyond its caller's tensors and its own caches. */
+static int run_shape(dorac_backend *be, const shape *s, int reps, result *res, double *gemm_gflops) {
+    int64_t in = s->in, out = s->out, N = s->N;
+    size_t nmax = (size_t)(N * (in > out ? in : out));
+    if ((size_t)(out * in) > nmax) nmax = (size_t)(out * in);
+    float *host = malloc(nmax * sizeof *host);
+    dorac_tensor W, x;
+    int rc = dorac_tensor_alloc(be, &W, DORAC_DTYPE_F32, out, in, "W");
+    if (!rc) rc = dorac_tensor_alloc(be, &x, DORAC_DTYPE_F32, N, in, "x");
+    if (rc || !host) return rc ? rc : DORAC_E_NOMEM;
+    fill(host, (size_t)(out * in), 0.02, 3); be->upload(be, &W, host, DORAC_DTYPE_F32);
+    fill(host, (size_t)(N * in), 1.0, 4); be->upload(be, &x, host, DORAC_DTYPE_F32);
+    mode_run modes[4] = {{.method = DORAC_METHOD_FROZEN}, {.method = DORAC_METHOD_LORA},
+                         {.method = DORAC_METHOD_DORA, .exact = 0}, {.method = DORAC_METHOD_DORA, .exact = 1}};
+    for (int k = 0; !rc && k < 4; k++) rc = mode_setup(be, s, &modes[k], &W, host);
+    float *gy = malloc((size_t)(N * out) * sizeof *gy);
+    double best_gemm = 1e30;
+    for (int rep = 0; !rc && rep <= reps; rep++) {
+        for (int k = 0; !rc && k < 4; k++) rc = mode_rep(be, &modes[k], &x, rep > 0);
+        /* the BLAS anchor: one (N,in)x(in,out) sgemm, the layer's forward GEMM */
+        double t0 = now_s();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)out, (int)in, 1.0f, x.data, (int)in,
+                    W.data, (int)in, 0.0f, gy, (int)out);
+        double dt = now_s() - t0;
+        if (rep > 0 && dt < best_gemm) best_gemm = dt;
+    }
+    *gemm_gflops = 2.0 * (double)N * (double)in * (double)out / best_gemm * 1e-9;
+    for (int k = 0; k < 4; k++) {
+        res[k].ms = modes[k].best * 1e3;
+        res[k].flops = layer_flops(s, modes[k].method, modes[k].exact);
+        res[k].peak_extra_mb = (double)modes[k].peak_extra / (1024.0 * 1024.0);
+        mode_free(be, &modes[k]);
+    }
+    dorac_tensor_free(be, &W), dorac_tensor_free(be, &x);
+    free(host), free(gy);
     return rc;
 }
 
@@ -147,32 +181,34 @@ int main(int argc, char **argv) {
     dorac_set_num_threads(threads);
     dorac_backend *be = dorac_backend_cpu_create((dorac_cpu_params){0});
     if (!be) return 1;
-    printf("# bench_layer: fp32 CPU, %d threads, best of %d (after 1 warm-up)\n\n", dorac_get_num_threads(), reps);
+    printf("# bench_layer: fp32 CPU, %d threads, best of %d interleaved repetitions (after 1 warm-up)\n\n",
+           dorac_get_num_threads(), reps);
     const char *names[] = {"frozen", "lora", "dora-detach", "dora-exact"};
-    dorac_method methods[] = {DORAC_METHOD_FROZEN, DORAC_METHOD_LORA, DORAC_METHOD_DORA, DORAC_METHOD_DORA};
-    int exacts[] = {0, 0, 0, 1};
     for (int si = 0; si < n_shapes; si++) {
         shape *s = &shapes[si];
-        double t_gemm = time_sgemm(s, reps);
-        double gemm_gflops = 2.0 * (double)s->N * (double)s->in * (double)s->out / t_gemm * 1e-9;
+        result res[4];
+        double gemm_gflops;
+        if (run_shape(be, s, reps, res, &gemm_gflops)) {
+            fprintf(stderr, "bench_layer: %s\n", dorac_last_error());
+            return 1;
+        }
         printf("## (in, out, tokens, r) = (%lld, %lld, %lld, %d); cblas_sgemm %.1f GFLOP/s\n\n",
                (long long)s->in, (long long)s->out, (long long)s->N, s->r, gemm_gflops);
         printf("| mode | ms | / LoRA | GFLOP/s | of sgemm | peak extra MiB |\n|---|---|---|---|---|---|\n");
-        result res[4];
-        for (int k = 0; k < 4; k++) {
-            if (run_mode(be, s, methods[k], exacts[k], reps, &res[k])) {
-                fprintf(stderr, "bench_layer: %s\n", dorac_last_error());
-                return 1;
-            }
-        }
         for (int k = 0; k < 4; k++) {
             double gf = res[k].flops / (res[k].ms * 1e-3) * 1e-9;
             printf("| %s | %.1f | %.3f | %.1f | %.0f%% | %.3f |\n", names[k], res[k].ms,
                    res[k].ms / res[1].ms, gf, 100.0 * gf / gemm_gflops, res[k].peak_extra_mb);
         }
-        double bound_mb = (double)(s->out * s->r + s->r * s->r) * 4 / (1024.0 * 1024.0);
-        printf("\nDoRA-detach extra over LoRA: %.3f MiB (out*r + r^2 floats = %.3f MiB; the rest is the %d-row dz chunk and O(out) vectors)\n\n",
-               res[2].peak_extra_mb - res[1].peak_extra_mb, bound_mb, DORAC_LINEAR_CHUNK_ROWS);
+        double mib = 1024.0 * 1024.0;
+        double bound_mb = (double)(s->out * s->r + s->r * s->r) * 4 / mib;
+        /* held between forward and backward: c, n, g (out) and P (out,r), G (r,r) */
+        double caches_mb = (double)(3 * s->out + s->out * s->r + s->r * s->r) * 4 / mib;
+        printf("\nDoRA memory over LoRA: per-call scratch detach %.3f MiB, exact %.3f MiB; plus the layer's "
+               "norm caches %.3f MiB held from forward to backward (out*r + r^2 floats = %.3f MiB). "
+               "No (out, in) buffer.\n\n",
+               res[2].peak_extra_mb - res[1].peak_extra_mb, res[3].peak_extra_mb - res[1].peak_extra_mb, caches_mb,
+               bound_mb);
     }
     dorac_backend_destroy(be);
     return 0;

@@ -69,31 +69,41 @@ int CPU_FN(dora_scale_backward)(dorac_backend *be, const dorac_tensor *dz,
     DORAC_TRY(check_optional_vector(bias, out, op, "bias"));
     const real *gv = g->data, *bv = bias ? bias->data : NULL;
     real *zs = zsum->data;
-    /* Parallel over blocks of columns: every column's sum runs over i in order
-    ** on one thread, so the result is independent of the thread count. */
-    const int64_t col_block = 256;
-    int64_t n_blocks = (out + col_block - 1) / col_block;
+    /* sum_i dy*z = (sum_i dy*y - b sum_i dy) / g: two plain sums per column,
+    ** no per-element division or subtraction. Parallel over blocks of
+    ** columns, so every column's sums run over i in order on one thread and
+    ** the result does not depend on the thread count. Within a block, rows
+    ** are summed in `real` over ROWS_PER_FLUSH rows (vectorizable), then
+    ** added into double accumulators. */
+    enum { COLS = 256, ROWS_PER_FLUSH = 64 };
+    int64_t n_blocks = (out + COLS - 1) / COLS;
 #pragma omp parallel for schedule(static)
     for (int64_t blk = 0; blk < n_blocks; blk++) {
-        int64_t c0 = blk * col_block, c1 = c0 + col_block < out ? c0 + col_block : out;
-        double acc[256];
-        real ginv[256], bb[256];
-        for (int64_t c = c0; c < c1; c++) {
-            acc[c - c0] = 0.0;
-            ginv[c - c0] = gv[c] != 0 ? (real)1 / gv[c] : 0;
-            bb[c - c0] = bv ? bv[c] : 0;
-        }
-        for (int64_t i = 0; i < N; i++) {
-            const real *dyr = row_ptr(dy, i) + c0, *yr = row_ptr(y, i) + c0;
-            real *dzr = row_ptr(dz, i) + c0;
-            int64_t w = c1 - c0;
-            for (int64_t c = 0; c < w; c++) {
-                real d = dyr[c];
-                acc[c] += (double)(d * ((yr[c] - bb[c]) * ginv[c]));
-                dzr[c] = gv[c0 + c] * d;
+        int64_t c0 = blk * COLS, w = c0 + COLS < out ? COLS : out - c0;
+        double acc_dyy[COLS], acc_dy[COLS];
+        real s_dyy[COLS], s_dy[COLS], gc[COLS];
+        for (int64_t c = 0; c < w; c++) acc_dyy[c] = acc_dy[c] = 0.0, gc[c] = gv[c0 + c];
+        for (int64_t i0 = 0; i0 < N; i0 += ROWS_PER_FLUSH) {
+            int64_t i1 = i0 + ROWS_PER_FLUSH < N ? i0 + ROWS_PER_FLUSH : N;
+            for (int64_t c = 0; c < w; c++) s_dyy[c] = s_dy[c] = 0;
+            for (int64_t i = i0; i < i1; i++) {
+                const real *dyr = row_ptr(dy, i) + c0, *yr = row_ptr(y, i) + c0;
+                real *dzr = row_ptr(dz, i) + c0; /* may be dyr itself */
+                for (int64_t c = 0; c < w; c++) {
+                    real d = dyr[c];
+                    s_dyy[c] += d * yr[c];
+                    s_dy[c] += d;
+                    dzr[c] = gc[c] * d;
+                }
             }
+            for (int64_t c = 0; c < w; c++) acc_dyy[c] += s_dyy[c], acc_dy[c] += s_dy[c];
         }
-        for (int64_t c = c0; c < c1; c++) zs[c] = (real)(zs[c] + acc[c - c0]);
+        for (int64_t c = 0; c < w; c++) {
+            real gval = gc[c];
+            double b = bv ? bv[c0 + c] : 0.0;
+            double sum = gval != 0 ? (acc_dyy[c] - b * acc_dy[c]) / gval : 0.0;
+            zs[c0 + c] = (real)(zs[c0 + c] + sum);
+        }
     }
     return DORAC_OK;
 }
