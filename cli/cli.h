@@ -50,6 +50,7 @@ int cli_train(int argc, char **argv);
 int cli_merge(int argc, char **argv);
 int cli_inspect(int argc, char **argv);
 int cli_tokenize(int argc, char **argv);
+int cli_generate(int argc, char **argv);
 int cli_plot(int argc, char **argv);
 int cli_analyze(int argc, char **argv);
 

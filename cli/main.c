@@ -21,6 +21,7 @@ static const cli_command commands[] = {
     {"inspect", "print a model's architecture and an adapter's targets", cli_inspect},
     {"layer-demo", "fit one DoRA layer to a target with the raw-array API", cli_layer_demo},
     {"tokenize", "text to token ids and back with a tokenizer.json", cli_tokenize},
+    {"generate", "continue a prompt with a model (+ adapter), streaming tokens, with a KV cache", cli_generate},
     {"plot", "draw a run's loss and learning-rate curves (metrics.jsonl) as an SVG", cli_plot},
     {"analyze", "magnitude/direction updates of runs' checkpoints (DoRA paper Fig. 2)", cli_analyze},
 };

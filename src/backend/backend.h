@@ -218,6 +218,19 @@ struct dorac_backend {
     ** dscale * (softmax(logits[i]) - onehot(t_i)), 0 on ignored rows. */
     int (*cross_entropy)(dorac_backend *be, const dorac_tensor *loss, const dorac_tensor *dlogits,
                          const dorac_tensor *logits, const dorac_tensor *targets, double dscale);
+
+    /* ---- inference with a KV cache (src/model/decode.c) ---- */
+    /* Attention of n = q->rows new query rows against a cache, B = 1:
+    ** q, out (n, H*D); k, v (past+n, KV*D), the cache's first past+n rows,
+    ** whose last n are the new rows' own keys and values. Query row i sits
+    ** at position past+i and attends to key rows 0..past+i (every cached
+    ** row; causal among the new rows), head h reading kv head h / (H/KV),
+    ** scores scaled by 1/sqrt(D). The result equals rows past..past+n-1 of
+    ** attention_forward over all past+n rows. No log-sum-exp is saved and
+    ** there is no backward. Column views (ld > cols) are fine. */
+    int (*attention_cached)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *q,
+                            const dorac_tensor *k, const dorac_tensor *v, int64_t past, int64_t H,
+                            int64_t KV, int64_t D);
 };
 
 /* A target that contributes no loss (PyTorch's ignore_index). */

@@ -223,4 +223,49 @@ int dorac_model_backward(dorac_model *m);
 ** detaches the adapters (method becomes FROZEN). */
 int dorac_model_merge_adapters(dorac_model *m);
 
+/* ---- inference with a KV cache (decode.c) ----
+** A separate forward path for generation: the prompt goes through once as a
+** batch (prefill), writing every layer's post-RoPE keys and values into the
+** cache; each new token then costs one row through the model plus
+** attention over the cached rows, O(T) instead of O(T²). The model's
+** parameters and linears are used as they are: adapters apply un-merged,
+** without dropout. Sampling is in model/sample.h. */
+
+/* Rows per batched forward in prefill: a longer prompt runs in chunks of
+** this many rows (same result), so scratch stays (chunk, ·). */
+#define DORAC_KV_CACHE_CHUNK 256
+
+typedef struct dorac_kv_cache dorac_kv_cache;
+
+typedef struct dorac_kv_cache_params {
+    int64_t max_len;    /* positions held (prompt + new tokens): 1..max_position_embeddings */
+    int64_t chunk_rows; /* rows per batched forward; 0 = DORAC_KV_CACHE_CHUNK */
+} dorac_kv_cache_params;
+
+/* A cache for m: per layer K and V, (max_len, KV*D) each, plus scratch for
+** chunk_rows rows, all on m's backend. Adapter ranks are read now, so
+** attach adapters first. DORAC_E_INVALID when max_len exceeds the model's
+** max_position_embeddings (the message names both), DORAC_E_UNSUPPORTED
+** past a sliding window. *out is NULL on failure. */
+int dorac_kv_cache_create(dorac_kv_cache **out, dorac_model *m, dorac_kv_cache_params params);
+void dorac_kv_cache_free(dorac_kv_cache *cache); /* NULL is allowed */
+/* Forgets every position (length 0); the memory is kept. */
+void dorac_kv_cache_reset(dorac_kv_cache *cache);
+int64_t dorac_kv_cache_length(const dorac_kv_cache *cache);   /* positions filled */
+int64_t dorac_kv_cache_capacity(const dorac_kv_cache *cache); /* max_len */
+
+/* Runs n tokens ids (host memory) through the model at the cache's next
+** positions len..len+n-1 (normally on an empty cache: the prompt), B = 1,
+** as batched forwards of up to chunk_rows rows, and appends their keys and
+** values. logits_last (V) fp32 host memory, or NULL, receives the logits
+** of the last of the n tokens: what dorac_model_forward gives at that
+** position. len + n beyond the capacity, or an id outside the vocabulary,
+** is DORAC_E_INVALID and leaves the cache as it was. The model and its
+** adapters must not change while the cache holds positions (reset it). */
+int dorac_model_prefill(dorac_model *m, dorac_kv_cache *cache, const int32_t *ids, int64_t n,
+                        float *logits_last);
+
+/* One token: dorac_model_prefill with n = 1. logits (V) fp32 host memory. */
+int dorac_model_decode_step(dorac_model *m, dorac_kv_cache *cache, int32_t id, float *logits);
+
 #endif

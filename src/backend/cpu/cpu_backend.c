@@ -135,6 +135,7 @@ dorac_backend *CREATE_FN(dorac_cpu_params params) {
         .gelu_forward = CPU_FN(gelu_forward),
         .gelu_backward = CPU_FN(gelu_backward),
         .cross_entropy = CPU_FN(cross_entropy),
+        .attention_cached = CPU_FN(attention_cached),
     };
     return be;
 }

@@ -178,4 +178,9 @@ int CPU_FN(attention_backward_ref)(dorac_backend *be, const dorac_tensor *dq, co
                                    const dorac_tensor *out, const dorac_tensor *lse, int64_t B,
                                    int64_t T, int64_t H, int64_t KV, int64_t D);
 
+/* attention of new query rows against a KV cache (cpu_ops_decode.c) */
+int CPU_FN(attention_cached)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *q,
+                             const dorac_tensor *k, const dorac_tensor *v, int64_t past, int64_t H,
+                             int64_t KV, int64_t D);
+
 #endif
