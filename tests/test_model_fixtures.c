@@ -255,6 +255,28 @@ static void check_merge(dorac_backend *be, const char *model) {
     CHECK(system(cmd) == 0);
 }
 
+/* Adapter dropout acts in training only: an eval forward of an adapter with
+** lora_dropout > 0 gives exactly the dropout-free logits, a train forward
+** does not. */
+static void check_dropout_eval(dorac_backend *be) {
+    cases c;
+    CHECK(load_cases("llama-gqa", &c) == 0);
+    dorac_model *m = load(be, "llama-gqa", "dora");
+    if (!m) return;
+    int64_t n = c.B * c.T * dorac_model_get_config(m)->vocab_size;
+    float *a = malloc((size_t)n * 4), *b = malloc((size_t)n * 4);
+    dorac_batch batch = {c.ids, c.targets, c.B, c.T};
+    dorac_forward_result r0, r1, r2;
+    CHECK_OK(dorac_model_forward(m, &batch, false, 1, 0, &r0, a));
+    for (size_t i = 0; i < dorac_model_n_linears(m); i++) dorac_model_linear_at(m, i)->L.cfg.dropout = 0.3;
+    CHECK_OK(dorac_model_forward(m, &batch, false, 1, 9, &r1, b));
+    CHECK(memcmp(a, b, (size_t)n * 4) == 0);
+    CHECK_OK(dorac_model_forward(m, &batch, true, 1, 9, &r2, NULL));
+    CHECK(r2.loss_sum != r1.loss_sum);
+    free(a), free(b);
+    dorac_model_free(m);
+}
+
 static void check_bad_adapters(dorac_backend *be) {
     /* gpt2's adapter on a llama model: names modules the model lacks */
     dorac_model *m = load(be, "llama-gqa", NULL);
@@ -295,6 +317,7 @@ int main(void) {
     check_merge(be, "llama-tied");
     check_merge(be, "gpt2");
     check_bad_adapters(be);
+    check_dropout_eval(be);
     dorac_backend_destroy(be);
     return test_report();
 }

@@ -176,12 +176,15 @@ int dorac_linear_init_adapter(dorac_linear *L, uint64_t seed, uint64_t stream) {
 /* forward                                                                */
 /* ---------------------------------------------------------------------- */
 
+/* The dropout probability in effect: the config's in training, 0 in eval mode. */
+static double active_dropout(const dorac_linear *L) { return L->eval_mode ? 0.0 : L->cfg.dropout; }
+
 /* u (N,r) = drop(x) A^T, in chunks of rows so the dropout scratch stays
 ** (chunk, in). */
 static int adapter_input_forward(dorac_linear *L, const dorac_tensor *u, const dorac_tensor *x,
                                  uint64_t dropout_seed) {
     dorac_backend *be = L->be;
-    if (L->cfg.dropout == 0.0) return be->gemm(be, u, x, false, &L->t.A, true, 1.0, 0.0);
+    if (active_dropout(L) == 0.0) return be->gemm(be, u, x, false, &L->t.A, true, 1.0, 0.0);
     int64_t N = x->rows, chunk = DORAC_LINEAR_CHUNK_ROWS;
     dorac_tensor xd;
     DORAC_TRY(dorac_tensor_alloc(be, &xd, be->act_type, chunk < N ? chunk : N, L->in, "dropout scratch"));
@@ -190,7 +193,7 @@ static int adapter_input_forward(dorac_linear *L, const dorac_tensor *u, const d
         int64_t rows = N - i0 < chunk ? N - i0 : chunk;
         dorac_tensor x_c = dorac_tensor_rows(x, i0, rows), u_c = dorac_tensor_rows(u, i0, rows);
         dorac_tensor xd_c = dorac_tensor_rows(&xd, 0, rows);
-        rc = be->dropout(be, &xd_c, &x_c, L->cfg.dropout, dropout_seed, L->dropout_stream, i0);
+        rc = be->dropout(be, &xd_c, &x_c, active_dropout(L), dropout_seed, L->dropout_stream, i0);
         if (!rc) rc = be->gemm(be, &u_c, &xd_c, false, &L->t.A, true, 1.0, 0.0);
     }
     dorac_tensor_free(be, &xd);
@@ -276,7 +279,7 @@ static int scratch_alloc(dorac_linear *L, backward_scratch *s, int64_t chunk, bo
         if (!rc) rc = be->fill(be, &s->zsum, 0.0);
     }
     if (!rc && dorac_linear_has_adapter(L)) rc = dorac_tensor_alloc(be, &s->du, be->act_type, chunk, L->cfg.rank, "du scratch");
-    if (!rc && dorac_linear_has_adapter(L) && L->cfg.dropout > 0.0)
+    if (!rc && dorac_linear_has_adapter(L) && active_dropout(L) > 0.0)
         rc = dorac_tensor_alloc(be, &s->xd, be->act_type, chunk, L->in, "dropout scratch");
     if (rc) scratch_free(be, s);
     return rc;
@@ -293,19 +296,19 @@ static int adapter_backward_chunk(dorac_linear *L, backward_scratch *s, const do
     dorac_tensor du_c = dorac_tensor_rows(&s->du, 0, rows);
     if (t->dB.data) DORAC_TRY(be->gemm(be, &t->dB, dz_c, true, u_c, false, L->scale, 1.0));
     DORAC_TRY(be->gemm(be, &du_c, dz_c, false, &t->B, false, L->scale, 0.0));
-    if (L->cfg.dropout == 0.0) {
+    if (active_dropout(L) == 0.0) {
         if (t->dA.data) DORAC_TRY(be->gemm(be, &t->dA, &du_c, true, x_c, false, 1.0, 1.0));
         if (dx_c->data) DORAC_TRY(be->gemm(be, dx_c, &du_c, false, &t->A, false, 1.0, 1.0));
         return DORAC_OK;
     }
     dorac_tensor xd_c = dorac_tensor_rows(&s->xd, 0, rows);
     if (t->dA.data) {
-        DORAC_TRY(be->dropout(be, &xd_c, x_c, L->cfg.dropout, dropout_seed, L->dropout_stream, i0));
+        DORAC_TRY(be->dropout(be, &xd_c, x_c, active_dropout(L), dropout_seed, L->dropout_stream, i0));
         DORAC_TRY(be->gemm(be, &t->dA, &du_c, true, &xd_c, false, 1.0, 1.0));
     }
     if (dx_c->data) {
         DORAC_TRY(be->gemm(be, &xd_c, &du_c, false, &t->A, false, 1.0, 0.0));
-        DORAC_TRY(be->dropout(be, &xd_c, &xd_c, L->cfg.dropout, dropout_seed, L->dropout_stream, i0));
+        DORAC_TRY(be->dropout(be, &xd_c, &xd_c, active_dropout(L), dropout_seed, L->dropout_stream, i0));
         DORAC_TRY(be->axpby(be, dx_c, &xd_c, 1.0, 1.0));
     }
     return DORAC_OK;
@@ -361,7 +364,7 @@ int dorac_linear_backward(dorac_linear *L, const dorac_tensor *dx, bool accumula
     /* One pass over all N rows unless DoRA has nowhere to put dz, or dropout
     ** needs its masked-input scratch: then chunks of rows keep both scratches
     ** independent of N. */
-    bool chunked = (dora && !dz_given) || (adapter && L->cfg.dropout > 0.0);
+    bool chunked = (dora && !dz_given) || (adapter && active_dropout(L) > 0.0);
     int64_t chunk = chunked && N > DORAC_LINEAR_CHUNK_ROWS ? DORAC_LINEAR_CHUNK_ROWS : (N > 0 ? N : 1);
     backward_scratch s;
     DORAC_TRY(scratch_alloc(L, &s, chunk, dz_given != NULL));

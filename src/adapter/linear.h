@@ -83,6 +83,7 @@ typedef struct dorac_linear {
     int64_t in, out;      /* W is (out, in) */
     double scale;         /* s */
     uint64_t dropout_stream; /* distinguishes this layer's dropout masks */
+    bool eval_mode;       /* inference: no dropout (PyTorch's module.eval()); false = training */
     dorac_linear_tensors t;
     /* DoRA caches, owned. c is set at init; n, g, P, G by each forward and
     ** read by the following backward. */

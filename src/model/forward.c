@@ -310,6 +310,8 @@ int dorac_model_forward(dorac_model *m, const dorac_batch *batch, bool train, do
     if (train && m->method == DORAC_METHOD_FROZEN)
         return dorac_error(DORAC_E_INVALID, "model: nothing to train (no method set)");
     m->acts.ready_for_backward = false;
+    /* dropout on adapter inputs in training only, as PyTorch's train()/eval() */
+    for (size_t i = 0; i < m->n_linears; i++) m->linears[i].L.eval_mode = !train;
     DORAC_TRY(acts_ensure(m, B, T, train));
     model_acts *a = &m->acts;
     int64_t N = B * T;
