@@ -33,11 +33,15 @@ typedef double real;
 #define REAL_DTYPE DORAC_DTYPE_F64
 #define BACKEND_NAME "cpu64"
 #define CPU_FN(name) dorac_cpu64_##name
+#define R_EXP exp
+#define R_TANH tanh
 #else
 typedef float real;
 #define REAL_DTYPE DORAC_DTYPE_F32
 #define BACKEND_NAME "cpu"
 #define CPU_FN(name) dorac_cpu32_##name
+#define R_EXP expf /* the element type's own math: no round trip through double */
+#define R_TANH tanhf
 #endif
 
 /* ---- checks (cpu_ops_basic.c) ---- */

@@ -263,7 +263,7 @@ int CPU_FN(swiglu_forward)(dorac_backend *be, const dorac_tensor *out, const dor
     for (int64_t i = 0; i < gate->rows; i++) {
         const real *g = row_ptr(gate, i), *u = row_ptr(up, i);
         real *o = row_ptr(out, i);
-        for (int64_t c = 0; c < gate->cols; c++) o[c] = g[c] / (1 + exp(-g[c])) * u[c];
+        for (int64_t c = 0; c < gate->cols; c++) o[c] = g[c] / (1 + R_EXP(-g[c])) * u[c];
     }
     return DORAC_OK;
 }
@@ -285,7 +285,7 @@ int CPU_FN(swiglu_backward)(dorac_backend *be, const dorac_tensor *dgate, const 
         const real *g = row_ptr(gate, i), *u = row_ptr(up, i), *d = row_ptr(dout, i);
         real *dg = row_ptr(dgate, i), *du = row_ptr(dup, i);
         for (int64_t c = 0; c < C; c++) {
-            real sg = 1 / (1 + exp(-g[c]));
+            real sg = 1 / (1 + R_EXP(-g[c]));
             real dd = d[c];
             du[c] = dd * g[c] * sg;
             dg[c] = dd * u[c] * sg * (1 + g[c] * (1 - sg));
@@ -306,7 +306,7 @@ int CPU_FN(gelu_forward)(dorac_backend *be, const dorac_tensor *out, const dorac
         real *oi = row_ptr(out, i);
         for (int64_t c = 0; c < x->cols; c++) {
             real a = xi[c];
-            oi[c] = (real)0.5 * a * (1 + tanh((real)GELU_K * (a + (real)0.044715 * a * a * a)));
+            oi[c] = (real)0.5 * a * (1 + R_TANH((real)GELU_K * (a + (real)0.044715 * a * a * a)));
         }
     }
     return DORAC_OK;
@@ -325,7 +325,7 @@ int CPU_FN(gelu_backward)(dorac_backend *be, const dorac_tensor *dx, const dorac
         for (int64_t c = 0; c < x->cols; c++) {
             real a = xi[c];
             real u = (real)GELU_K * (a + (real)0.044715 * a * a * a);
-            real th = tanh(u);
+            real th = R_TANH(u);
             real du = (real)GELU_K * (1 + (real)3 * (real)0.044715 * a * a);
             di[c] = gi[c] * ((real)0.5 * (1 + th) + (real)0.5 * a * (1 - th * th) * du);
         }
@@ -367,12 +367,13 @@ int CPU_FN(cross_entropy)(dorac_backend *be, const dorac_tensor *loss, const dor
         real mx = z[0];
         for (int64_t c = 1; c < V; c++) mx = z[c] > mx ? z[c] : mx;
         double sum = 0;
-        for (int64_t c = 0; c < V; c++) sum += exp((double)(z[c] - mx));
+        for (int64_t c = 0; c < V; c++) sum += R_EXP(z[c] - mx); /* terms in real, sum in double */
         double lse = (double)mx + log(sum);
         double target_logit = z[tg[i]];
         lv[i] = (real)(lse - target_logit);
         if (dz) {
-            for (int64_t c = 0; c < V; c++) dz[c] = (real)(exp((double)z[c] - lse) * dscale);
+            real lse_r = (real)lse, ds = (real)dscale;
+            for (int64_t c = 0; c < V; c++) dz[c] = R_EXP(z[c] - lse_r) * ds;
             dz[tg[i]] -= (real)dscale;
         }
     }
