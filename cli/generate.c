@@ -198,6 +198,8 @@ int cli_generate(int argc, char **argv) {
     gen_stats st = {0};
     if (!rc) rc = generate(&s, ids, (int64_t)n_ids, max_new, &sp, ignore_eos, &st);
     if (!rc) {
+        /* end the text with a newline, so the summary on stderr starts a line */
+        fputc('\n', stdout);
         fflush(stdout);
         double decode_tps = st.decode_s > 0 ? (double)st.decode_steps / st.decode_s : 0;
         fprintf(stderr, "dorac: %lld prompt tokens in %.3f s (%.1f tokens/s), %lld new tokens at %.1f tokens/s%s\n",
