@@ -75,7 +75,7 @@ int CPU_FN(dora_scale_backward)(dorac_backend *be, const dorac_tensor *dz,
     ** the result does not depend on the thread count. Within a block, rows
     ** are summed in `real` over ROWS_PER_FLUSH rows (vectorizable), then
     ** added into double accumulators. */
-    enum { COLS = 256, ROWS_PER_FLUSH = 64 };
+    enum { COLS = 64, ROWS_PER_FLUSH = 64 }; /* 64 columns: enough blocks to balance the threads */
     int64_t n_blocks = (out + COLS - 1) / COLS;
 #pragma omp parallel for schedule(static)
     for (int64_t blk = 0; blk < n_blocks; blk++) {
