@@ -23,6 +23,7 @@
 #define DORAC_CPU_IMPL_H
 
 #include <stdbool.h>
+#include <math.h>
 #include <stdint.h>
 
 #include "backend/backend.h"
@@ -61,6 +62,20 @@ int CPU_FN(check_index)(const dorac_tensor *t, int64_t n, int64_t limit, const c
 
 static inline real *row_ptr(const dorac_tensor *t, int64_t i) {
     return (real *)t->data + i * t->ld;
+}
+
+/* The causal row softmax of attention: s[0..last] becomes softmax(s[0..last])
+** in place and s[last+1..n) becomes 0. Returns the log-sum-exp of the
+** original s[0..last], which the backward pass needs. */
+static inline double softmax_prefix(real *s, int64_t last, int64_t n) {
+    real mx = s[0];
+    for (int64_t j = 1; j <= last; j++) mx = s[j] > mx ? s[j] : mx;
+    double sum = 0;
+    for (int64_t j = 0; j <= last; j++) sum += (s[j] = R_EXP(s[j] - mx));
+    real inv = (real)(1.0 / sum);
+    for (int64_t j = 0; j <= last; j++) s[j] *= inv;
+    for (int64_t j = last + 1; j < n; j++) s[j] = 0;
+    return (double)mx + log(sum);
 }
 
 /* ---- ops, one prototype per backend entry ---- */

@@ -15,31 +15,14 @@
 ** Work is split over (batch, head) pairs in the forward and (batch, kv
 ** head) pairs in the backward, so every output element is written by one
 ** thread, in a fixed order: results do not depend on the thread count.
-** BLAS runs single-threaded inside the parallel region (see
-** blas_threads_begin).
+** BLAS runs single-threaded inside the parallel region (cpu_blas.h).
 */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <cblas.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
+#include "backend/cpu/cpu_blas.h"
 #include "backend/cpu/cpu_impl.h"
-
-#ifdef CPU_BACKEND_F64
-#define cblas_gemm cblas_dgemm
-#define EXP exp
-#else
-#define cblas_gemm cblas_sgemm
-#define EXP expf
-#endif
-
-void openblas_set_num_threads(int num_threads);
-int openblas_get_num_threads(void);
-int openblas_get_parallel(void); /* 0 sequential, 1 pthreads, 2 OpenMP */
 
 /* query rows per block */
 #define QB 64
@@ -175,26 +158,6 @@ int CPU_FN(attention_backward_ref)(dorac_backend *be, const dorac_tensor *dq, co
 /* the blocked version                                                    */
 /* ---------------------------------------------------------------------- */
 
-/* C (M,N) = alpha A B^T-or-not + beta C, all row-major with leading dims */
-static void gemm(bool ta, bool tb, int M, int N, int K, real alpha, const real *A, int lda, const real *B,
-                 int ldb, real beta, real *C, int ldc) {
-    cblas_gemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A,
-               lda, B, ldb, beta, C, ldc);
-}
-
-/* BLAS inside our parallel region must run on the calling thread. OpenBLAS
-** built for OpenMP does that by itself (and its set_num_threads would change
-** OpenMP's team size); the pthread build needs its pool size set to 1. */
-static int blas_threads_begin(void) {
-    int n = openblas_get_num_threads();
-    if (openblas_get_parallel() == 1) openblas_set_num_threads(1);
-    return n;
-}
-
-static void blas_threads_end(int n) {
-    if (openblas_get_parallel() == 1) openblas_set_num_threads(n);
-}
-
 int CPU_FN(attention_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *lse,
                               const dorac_tensor *q, const dorac_tensor *k, const dorac_tensor *v,
                               int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D) {
@@ -205,7 +168,7 @@ int CPU_FN(attention_forward)(dorac_backend *be, const dorac_tensor *out, const 
     real *lv = lse->data;
     const real scale = (real)(1.0 / sqrt((double)D));
     int64_t group = H / KV;
-    int saved = blas_threads_begin(), failed = 0;
+    int saved = blas_serial_begin(), failed = 0;
 #pragma omp parallel
     {
         real *S = malloc((size_t)(QB * T) * sizeof(real));
@@ -222,27 +185,17 @@ int CPU_FN(attention_forward)(dorac_backend *be, const dorac_tensor *out, const 
                 int64_t rows = T - t0 < QB ? T - t0 : QB, keys = t0 + rows; /* causal: keys < t0+rows */
                 const real *Qb = row_ptr(q, b * T + t0) + h * D;
                 /* S = scale Q_blk K[0:keys]^T */
-                gemm(false, true, (int)rows, (int)keys, (int)D, scale, Qb, (int)q->ld, Kb, (int)k->ld, 0, S, (int)keys);
-                for (int64_t i = 0; i < rows; i++) {
-                    real *s = S + i * keys;
-                    int64_t last = t0 + i; /* keys beyond this row's position are masked */
-                    real mx = s[0];
-                    for (int64_t j = 1; j <= last; j++) mx = s[j] > mx ? s[j] : mx;
-                    double sum = 0;
-                    for (int64_t j = 0; j <= last; j++) sum += (s[j] = EXP(s[j] - mx));
-                    real inv = (real)(1.0 / sum);
-                    for (int64_t j = 0; j <= last; j++) s[j] *= inv;
-                    for (int64_t j = last + 1; j < keys; j++) s[j] = 0;
-                    lv[bh * T + t0 + i] = (real)((double)mx + log(sum));
-                }
+                blas_gemm(false, true, (int)rows, (int)keys, (int)D, scale, Qb, (int)q->ld, Kb, (int)k->ld, 0, S, (int)keys);
+                /* keys beyond each row's own position t0+i are masked */
+                for (int64_t i = 0; i < rows; i++) lv[bh * T + t0 + i] = (real)softmax_prefix(S + i * keys, t0 + i, keys);
                 /* O_blk = P V[0:keys] */
-                gemm(false, false, (int)rows, (int)D, (int)keys, 1, S, (int)keys, Vb, (int)v->ld, 0,
+                blas_gemm(false, false, (int)rows, (int)D, (int)keys, 1, S, (int)keys, Vb, (int)v->ld, 0,
                      row_ptr(out, b * T + t0) + h * D, (int)out->ld);
             }
         }
         free(S);
     }
-    blas_threads_end(saved);
+    blas_serial_end(saved);
     if (failed) return dorac_error(DORAC_E_NOMEM, "attention_forward: out of memory for scratch");
     return DORAC_OK;
 }
@@ -264,7 +217,7 @@ int CPU_FN(attention_backward)(dorac_backend *be, const dorac_tensor *dq, const 
     const real *lv = lse->data;
     const real scale = (real)(1.0 / sqrt((double)D));
     int64_t group = H / KV;
-    int saved = blas_threads_begin(), failed = 0;
+    int saved = blas_serial_begin(), failed = 0;
 #pragma omp parallel
     {
         real *P = malloc((size_t)(QB * T) * sizeof(real)), *dP = malloc((size_t)(QB * T) * sizeof(real));
@@ -288,16 +241,16 @@ int CPU_FN(attention_backward)(dorac_backend *be, const dorac_tensor *dq, const 
                     const real *Qb = row_ptr(q, b * T + t0) + h * D, *dOb = row_ptr(dout, b * T + t0) + h * D;
                     const real *Ob = row_ptr(out, b * T + t0) + h * D;
                     /* P = exp(scale Q K^T - lse), masked */
-                    gemm(false, true, (int)rows, (int)keys, (int)D, scale, Qb, (int)q->ld, Kb, (int)k->ld, 0, P, (int)keys);
+                    blas_gemm(false, true, (int)rows, (int)keys, (int)D, scale, Qb, (int)q->ld, Kb, (int)k->ld, 0, P, (int)keys);
                     for (int64_t i = 0; i < rows; i++) {
                         real *p = P + i * keys, l = lv[(b * H + h) * T + t0 + i];
                         int64_t last = t0 + i;
-                        for (int64_t j = 0; j <= last; j++) p[j] = EXP(p[j] - l);
+                        for (int64_t j = 0; j <= last; j++) p[j] = R_EXP(p[j] - l);
                         for (int64_t j = last + 1; j < keys; j++) p[j] = 0;
                     }
                     /* dV += P^T dO ;  dP = dO V^T */
-                    gemm(true, false, (int)keys, (int)D, (int)rows, 1, P, (int)keys, dOb, (int)dout->ld, 1, dVb, (int)dv->ld);
-                    gemm(false, true, (int)rows, (int)keys, (int)D, 1, dOb, (int)dout->ld, Vb, (int)v->ld, 0, dP, (int)keys);
+                    blas_gemm(true, false, (int)keys, (int)D, (int)rows, 1, P, (int)keys, dOb, (int)dout->ld, 1, dVb, (int)dv->ld);
+                    blas_gemm(false, true, (int)rows, (int)keys, (int)D, 1, dOb, (int)dout->ld, Vb, (int)v->ld, 0, dP, (int)keys);
                     /* dS = P (dP - rowsum(dO ⊙ O)) scale, into dP */
                     for (int64_t i = 0; i < rows; i++) {
                         const real *go = dOb + i * dout->ld, *oo = Ob + i * out->ld;
@@ -307,16 +260,16 @@ int CPU_FN(attention_backward)(dorac_backend *be, const dorac_tensor *dq, const 
                         for (int64_t j = 0; j < keys; j++) g[j] = p[j] * (g[j] - Dt) * scale;
                     }
                     /* dQ_blk = dS K ;  dK += dS^T Q_blk */
-                    gemm(false, false, (int)rows, (int)D, (int)keys, 1, dP, (int)keys, Kb, (int)k->ld, 0,
+                    blas_gemm(false, false, (int)rows, (int)D, (int)keys, 1, dP, (int)keys, Kb, (int)k->ld, 0,
                          row_ptr(dq, b * T + t0) + h * D, (int)dq->ld);
-                    gemm(true, false, (int)keys, (int)D, (int)rows, 1, dP, (int)keys, Qb, (int)q->ld, 1, dKb, (int)dk->ld);
+                    blas_gemm(true, false, (int)keys, (int)D, (int)rows, 1, dP, (int)keys, Qb, (int)q->ld, 1, dKb, (int)dk->ld);
                 }
             }
         }
         free(P);
         free(dP);
     }
-    blas_threads_end(saved);
+    blas_serial_end(saved);
     if (failed) return dorac_error(DORAC_E_NOMEM, "attention_backward: out of memory for scratch");
     return DORAC_OK;
 }

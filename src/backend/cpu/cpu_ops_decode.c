@@ -22,21 +22,8 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include <cblas.h>
-
+#include "backend/cpu/cpu_blas.h"
 #include "backend/cpu/cpu_impl.h"
-
-#ifdef CPU_BACKEND_F64
-#define cblas_gemm cblas_dgemm
-#define EXP exp
-#else
-#define cblas_gemm cblas_sgemm
-#define EXP expf
-#endif
-
-void openblas_set_num_threads(int num_threads);
-int openblas_get_num_threads(void);
-int openblas_get_parallel(void); /* 0 sequential, 1 pthreads, 2 OpenMP */
 
 /* query rows per block */
 #define QB 64
@@ -59,11 +46,7 @@ int CPU_FN(attention_cached)(dorac_backend *be, const dorac_tensor *out, const d
         return dorac_error(DORAC_E_UNSUPPORTED, "%s: sizes exceed the 32-bit BLAS interface", op);
     const real scale = (real)(1.0 / sqrt((double)D));
     int64_t group = H / KV, n_blocks = (n + QB - 1) / QB;
-    /* BLAS inside the parallel region runs on the calling thread: OpenBLAS
-    ** built for OpenMP does so by itself (and setting its thread count would
-    ** change OpenMP's team size); the pthread build needs its pool set to 1 */
-    int saved = openblas_get_num_threads(), failed = 0, pthread_blas = openblas_get_parallel() == 1;
-    if (pthread_blas) openblas_set_num_threads(1);
+    int saved = blas_serial_begin(), failed = 0; /* BLAS on the calling thread (cpu_blas.h) */
 #pragma omp parallel
     {
         real *S = malloc((size_t)(QB * L) * sizeof(real));
@@ -79,26 +62,16 @@ int CPU_FN(attention_cached)(dorac_backend *be, const dorac_tensor *out, const d
             const real *Qb = row_ptr(q, i0) + h * D;
             const real *Kb = (const real *)k->data + kvh * D, *Vb = (const real *)v->data + kvh * D;
             /* S (rows, keys) = scale Q_blk K[0:keys]^T */
-            cblas_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)keys, (int)D, scale, Qb, (int)q->ld,
-                       Kb, (int)k->ld, 0, S, (int)keys);
-            for (int64_t i = 0; i < rows; i++) {
-                real *s = S + i * keys;
-                int64_t last = past + i0 + i; /* the row's own position; later keys are masked */
-                real mx = s[0];
-                for (int64_t j = 1; j <= last; j++) mx = s[j] > mx ? s[j] : mx;
-                double sum = 0;
-                for (int64_t j = 0; j <= last; j++) sum += (s[j] = EXP(s[j] - mx));
-                real inv = (real)(1.0 / sum);
-                for (int64_t j = 0; j <= last; j++) s[j] *= inv;
-                for (int64_t j = last + 1; j < keys; j++) s[j] = 0;
-            }
+            blas_gemm(false, true, (int)rows, (int)keys, (int)D, scale, Qb, (int)q->ld, Kb, (int)k->ld, 0, S, (int)keys);
+            /* each row's own position is past+i0+i; later keys are masked */
+            for (int64_t i = 0; i < rows; i++) softmax_prefix(S + i * keys, past + i0 + i, keys);
             /* O_blk (rows, D) = P V[0:keys] */
-            cblas_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)D, (int)keys, 1, S, (int)keys, Vb,
-                       (int)v->ld, 0, row_ptr(out, i0) + h * D, (int)out->ld);
+            blas_gemm(false, false, (int)rows, (int)D, (int)keys, 1, S, (int)keys, Vb, (int)v->ld, 0,
+                      row_ptr(out, i0) + h * D, (int)out->ld);
         }
         free(S);
     }
-    if (pthread_blas) openblas_set_num_threads(saved);
+    blas_serial_end(saved);
     if (failed) return dorac_error(DORAC_E_NOMEM, "%s: out of memory for scratch (%lld keys)", op, (long long)L);
     return DORAC_OK;
 }
