@@ -13,8 +13,10 @@
 
 #ifdef CPU_BACKEND_F64
 #define cblas_gemm cblas_dgemm
+#define cblas_gemv cblas_dgemv
 #else
 #define cblas_gemm cblas_sgemm
+#define cblas_gemv cblas_sgemv
 #endif
 
 /* ---------------------------------------------------------------------- */
@@ -154,6 +156,22 @@ int CPU_FN(gemm)(dorac_backend *be, const dorac_tensor *C, const dorac_tensor *A
             real *row = row_ptr(C, i);
             for (int64_t j = 0; j < N; j++) row[j] = beta == 0.0 ? 0 : (real)beta * row[j];
         }
+        return DORAC_OK;
+    }
+    if (M == 1) {
+        /* One row (decoding a token): gemv, which OpenBLAS 0.3.21 runs 3-6x
+        ** faster than gemm with M = 1. C's row is zeroed first when beta is
+        ** 0, so that NaN there is ignored as gemm ignores it. */
+        real *c = C->data;
+        const real *a = A->data;
+        int inc_a = trans_a ? (int)A->ld : 1;
+        if (beta == 0.0) memset(c, 0, (size_t)N * sizeof(real));
+        if (trans_b) /* B (N,K): c = alpha B a + beta c */
+            cblas_gemv(CblasRowMajor, CblasNoTrans, (int)N, (int)K, (real)alpha, (const real *)B->data,
+                       (int)B->ld, a, inc_a, (real)beta, c, 1);
+        else /* B (K,N): c = alpha B^T a + beta c */
+            cblas_gemv(CblasRowMajor, CblasTrans, (int)K, (int)N, (real)alpha, (const real *)B->data,
+                       (int)(B->ld > 0 ? B->ld : 1), a, inc_a, (real)beta, c, 1);
         return DORAC_OK;
     }
     cblas_gemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
