@@ -24,13 +24,13 @@ fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 check() { checks=$((checks + 1)); }
 
 COMMON=(--model "$MODEL" --data "$DATA" --batch-size 4 --seq-len 32 --rank 4 --lr 3e-3
-        --dropout 0.1 --keep 0 --threads 2 --seed 7)
+        --dropout 0.1 --threads 2 --seed 7)
 
 losses() { sed -E 's/.*"step": ([0-9]+), "loss": ([^,]+),.*/\1 \2/' "$1/metrics.jsonl"; }
 
 # ---- 1. uninterrupted reference run ----
 check
-"$DORAC" train "${COMMON[@]}" --steps 24 --save-every 3 --out "$TMP/ref" --eval-data "$EVAL" --eval-every 12 --merge-at-end \
+"$DORAC" train "${COMMON[@]}" --steps 24 --save-every 3 --keep 0 --out "$TMP/ref" --eval-data "$EVAL" --eval-every 12 --merge-at-end \
   >"$TMP/ref.out" 2>"$TMP/ref.err" || fail "reference run: $(tail -n 3 "$TMP/ref.err")"
 [ "$(wc -l <"$TMP/ref/metrics.jsonl")" -eq 24 ] || fail "metrics.jsonl should have 24 records"
 for k in step loss lr grad_norm tokens_per_s; do
@@ -53,7 +53,7 @@ check
 
 # ---- 1c. killed for real, resumed: identical losses ----
 check
-"$DORAC" train "${COMMON[@]}" --steps 24 --save-every 3 --out "$TMP/killed" >/dev/null 2>&1 &
+"$DORAC" train "${COMMON[@]}" --steps 24 --save-every 3 --keep 0 --out "$TMP/killed" >/dev/null 2>&1 &
 pid=$!
 for _ in $(seq 1 600); do
   [ -f "$TMP/killed/checkpoint-9/trainer_state.json" ] && break
@@ -62,7 +62,7 @@ done
 kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
 [ -d "$TMP/killed/checkpoint-9" ] || fail "no checkpoint-9 before the kill"
 [ -d "$TMP/killed/adapter" ] && fail "the killed run should not have finished"
-"$DORAC" train "${COMMON[@]}" --steps 24 --save-every 3 --out "$TMP/killed" --resume auto >/dev/null 2>"$TMP/resume.err" ||
+"$DORAC" train "${COMMON[@]}" --steps 24 --save-every 3 --keep 0 --out "$TMP/killed" --resume auto >/dev/null 2>"$TMP/resume.err" ||
   fail "resume: $(tail -n 2 "$TMP/resume.err")"
 grep -q "resumed from" "$TMP/resume.err" || fail "resume should say where it resumed from"
 if [ "$(losses "$TMP/killed")" != "$(losses "$TMP/ref")" ]; then
@@ -89,7 +89,15 @@ for i in $(seq 1 8); do
 done
 latest=$(ls -d "$TMP"/chaos/checkpoint-* 2>/dev/null | sort -t- -k2 -n | tail -n 1)
 [ -n "$latest" ] || fail "no checkpoint survived the kills"
+[ "${latest##*-}" -gt 1 ] 2>/dev/null || fail "the killed runs made no progress (latest: $latest)"
 [ -n "$latest" ] && { "$DORAC" eval --model "$MODEL" --adapter "$latest" --data "$EVAL" >/dev/null 2>&1 || fail "$latest does not load"; }
+
+# ---- 2b. --keep K keeps the newest K checkpoints and leaves no temporary folders ----
+check
+"$DORAC" train "${COMMON[@]}" --steps 5 --save-every 1 --keep 2 --out "$TMP/keep" >/dev/null 2>&1 || fail "keep run"
+[ "$(ls -d "$TMP"/keep/checkpoint-* | xargs -n1 basename | tr '\n' ' ')" = "checkpoint-4 checkpoint-5 " ] ||
+  fail "--keep 2 should leave checkpoint-4 and checkpoint-5: $(ls "$TMP/keep")"
+[ -z "$(ls -A "$TMP/keep" | grep '^\.')" ] || fail "temporary folders left behind: $(ls -A "$TMP/keep")"
 
 # ---- 3. a non-finite loss stops the run, the last checkpoint survives ----
 check
