@@ -533,7 +533,7 @@ static int run_loop(trainer *t, dorac_train_result *res) {
         }
         if (!rc && now_s() - t->met.last_write > 1.0) rc = metrics_write(&t->met, c->out_dir);
         bool go_on = !t->cb || !t->cb->on_step || t->cb->on_step(t->cb->ctx, &p);
-        if (!rc && (!go_on || (c->stop_after > 0 && steps_here >= c->stop_after))) {
+        if (!rc && !go_on) {
             rc = metrics_write(&t->met, c->out_dir);
             res->steps_done = t->st.step;
             free(ids), free(tg);

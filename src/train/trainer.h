@@ -68,7 +68,6 @@ typedef struct dorac_train_config {
     const char *resume;         /* NULL, "auto" or a checkpoint folder */
     bool merge_at_end;
     dorac_dtype save_dtype;     /* dtype of model/ and merged/ weights (F32 default) */
-    int64_t stop_after;         /* stop (without final save) after this many steps in this process; 0 = no (tests) */
 } dorac_train_config;
 
 /* Fills every field with the defaults of the DoRA paper's recipe (DoRA,
@@ -88,7 +87,8 @@ typedef struct dorac_train_progress {
 
 typedef struct dorac_train_callbacks {
     void *ctx;
-    /* after every optimizer step; return false to stop early (as after stop_after) */
+    /* after every optimizer step; return false to stop there (metrics written,
+    ** no final save: resume from the last checkpoint) */
     bool (*on_step)(void *ctx, const dorac_train_progress *p);
     /* messages worth showing the user (resumed from, eval loss before training, ...) */
     void (*on_note)(void *ctx, const char *msg);
