@@ -36,6 +36,38 @@ static void run(const char *out, dorac_method method, dorac_train_result *res) {
         fprintf(stderr, "%s: loss %.4f -> %.4f\n", out, res->eval_loss_before, res->eval_loss_after);
 }
 
+static bool stop_at_3(void *ctx, const dorac_train_progress *p) {
+    (void)ctx;
+    return p->step < 3;
+}
+
+/* A step callback that returns false stops the run: metrics written, no
+** final adapter (a later --resume continues from a checkpoint). */
+static void stop_early(const char *dir) {
+    dorac_train_config c;
+    dorac_train_config_defaults(&c);
+    char out[300], path[400];
+    snprintf(out, sizeof out, "%s/stopped", dir);
+    c.model_dir = MODEL;
+    c.data_path = "tests/fixtures/train/kjv_genesis.jsonl";
+    c.out_dir = out;
+    c.rank = 2, c.alpha = 4, c.steps = 10, c.epochs = 0, c.batch_size = 2, c.seq_len = 16;
+    dorac_train_callbacks cb = {NULL, stop_at_3, NULL};
+    dorac_train_result res;
+    CHECK_OK(dorac_train(&c, &cb, &res));
+    CHECK(res.steps_done == 3);
+    snprintf(path, sizeof path, "%s/adapter", out);
+    FILE *f = fopen(path, "r");
+    CHECK(f == NULL);
+    if (f) fclose(f);
+    snprintf(path, sizeof path, "%s/metrics.jsonl", out);
+    f = fopen(path, "r");
+    int lines = 0, ch;
+    while (f && (ch = fgetc(f)) != EOF) lines += ch == '\n';
+    if (f) fclose(f);
+    CHECK(lines == 3);
+}
+
 int main(void) {
     char tmpl[] = "/tmp/dorac-trainer-XXXXXX";
     char *dir = mkdtemp(tmpl);
@@ -107,6 +139,7 @@ int main(void) {
     CHECK(changed == dorac_model_n_params(base));
     dorac_model_free(base), dorac_model_free(tuned);
 
+    stop_early(dir);
     dorac_backend_destroy(be);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
