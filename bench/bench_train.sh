@@ -2,7 +2,8 @@
 # bench_train.sh — training throughput of dorac on the CPU: LoRA, DoRA
 # (detach and exact) and full fine-tuning, same settings, one process each,
 # run back to back; tokens/s is the mean over the steps after the first;
-# peak RSS from /usr/bin/time. Also eval tokens/s. Prints a markdown table.
+# peak RSS from /usr/bin/time. Also eval and KV-cache decoding tokens/s.
+# Prints a markdown table.
 #
 # usage: bench/bench_train.sh [THREADS]   (from the repo root, after a build)
 #   models: demo/base (the embedded demo model), and a GPT-2-small-shaped
@@ -20,7 +21,7 @@ $D train --init random --config bench/configs/gpt2-small.json --method full --da
 mean_tps() { tail -n +2 "$1/metrics.jsonl" | sed -E 's/.*"tokens_per_s": ([0-9.]+).*/\1/' | awk '{s += $1} END {printf "%.0f", s / NR}'; }
 echo "| model | method | B x T | steps | tokens/s | / LoRA | peak RSS MiB |"
 echo "|---|---|---|---|---|---|---|"
-for spec in "demo/base 8 128 12" "$TMP/g/model 1 512 6"; do
+for spec in "demo/base 8 128 30" "$TMP/g/model 1 512 6"; do
   set -- $spec
   model=$1 B=$2 S=$3 N=$4
   name=$([ "$model" = demo/base ] && echo "demo (5.5M)" || echo "GPT-2 small shape (124M)")
@@ -48,4 +49,14 @@ for spec in "demo/base demo" "$TMP/g/model gpt2-small"; do
   e=$(date +%s.%N)
   tok=$(echo "$out" | sed -E 's/.*"tokens": ([0-9]+).*/\1/')
   echo "eval $2: $(awk -v t="$tok" -v a="$s" -v b="$e" 'BEGIN { printf "%.0f tokens/s (%d tokens, %.1f s, including load)", t / (b - a), t, b - a }')"
+done
+echo
+# decoding with the KV cache (the demo's tokenizer serves the random GPT-2 model: its ids fit)
+cp demo/base/tokenizer.json demo/base/tokenizer_config.json "$TMP/g/model/"
+for spec in "demo/base demo" "$TMP/g/model gpt2-small"; do
+  set -- $spec
+  for t in 1 "$T"; do
+    line=$($D generate --model "$1" --prompt "And" --max-new-tokens 64 --ignore-eos --seed 1 --threads "$t" 2>&1 >/dev/null | tail -n 1)
+    echo "generate $2, $t thread(s): $(echo "$line" | sed -E 's/.*new tokens at ([0-9.]+) tokens\/s.*/\1/') tokens/s decoding"
+  done
 done
