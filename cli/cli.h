@@ -39,8 +39,9 @@ typedef struct cli_session {
     dorac_model *model;
     dorac_tokenizer *tok; /* NULL when the folder has none */
 } cli_session;
+/* device: "cpu", "cuda", "cuda:N", "auto" or NULL (auto), as --device. */
 int cli_session_open(cli_session *s, const char *model_dir, const char *adapter_dir, int threads,
-                     bool want_tokenizer);
+                     const char *device, bool want_tokenizer);
 void cli_session_close(cli_session *s);
 
 

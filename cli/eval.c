@@ -16,7 +16,7 @@
 #include "train/evaluate.h"
 
 int cli_eval(int argc, char **argv) {
-    const char *model_dir = NULL, *adapter = NULL, *data = NULL;
+    const char *device = "auto", *model_dir = NULL, *adapter = NULL, *data = NULL;
     int64_t batch_size = 8, threads = 0, max_len = 0;
     bool json = false, skip_bad = false;
     cli_opt opts[] = {
@@ -25,6 +25,7 @@ int cli_eval(int argc, char **argv) {
         {"data", OPT_STRING, &data, "JSONL: {\"input_ids\"[, \"labels\"]}, {\"text\"}, prompt/completion, messages", false},
         {"batch-size", OPT_INT, &batch_size, "sequences per forward pass (8)", false},
         {"max-len", OPT_INT, &max_len, "cut longer sequences to this many tokens (max_position_embeddings)", false},
+        {"device", OPT_STRING, &device, "cuda | cuda:N | cpu | auto (auto: cuda when a GPU is present)", false},
         {"threads", OPT_INT, &threads, "CPU threads (all cores)", false},
         {"skip-bad-lines", OPT_FLAG, &skip_bad, "skip malformed lines (counted) instead of failing", false},
         {"json", OPT_FLAG, &json, "print one JSON object: loss, tokens, ppl, sequences", false},
@@ -37,7 +38,7 @@ int cli_eval(int argc, char **argv) {
     if (max_len < 0) return cli_usage_error("--max-len must be positive");
 
     cli_session s;
-    int rc = cli_session_open(&s, model_dir, adapter, (int)threads, true);
+    int rc = cli_session_open(&s, model_dir, adapter, (int)threads, device, true);
     if (rc) return cli_fail(rc);
     dorac_dataset ds;
     dorac_dataset_options dopt = {.tok = s.tok, .vocab_size = dorac_model_get_config(s.model)->vocab_size,

@@ -141,7 +141,7 @@ static int generate(cli_session *s, const int32_t *prompt, int64_t n_prompt, int
 }
 
 int cli_generate(int argc, char **argv) {
-    const char *model_dir = NULL, *adapter = NULL, *prompt = NULL, *prompt_file = NULL;
+    const char *device = "auto", *model_dir = NULL, *adapter = NULL, *prompt = NULL, *prompt_file = NULL;
     int64_t max_new = 128, top_k = 0, seed = 42, threads = 0;
     double temperature = 1.0, top_p = 1.0;
     bool ignore_eos = false;
@@ -156,6 +156,7 @@ int cli_generate(int argc, char **argv) {
         {"top-k", OPT_INT, &top_k, "keep the k most probable tokens (0 = off)", false},
         {"seed", OPT_INT, &seed, "seed of the sampling draws (42); a seed reproduces the output", false},
         {"ignore-eos", OPT_FLAG, &ignore_eos, "do not stop at the EOS token (for benchmarks)", false},
+        {"device", OPT_STRING, &device, "cuda | cuda:N | cpu | auto (auto: cuda when a GPU is present)", false},
         {"threads", OPT_INT, &threads, "CPU threads (all cores)", false},
     };
     int pr = cli_parse(argc, argv, opts, sizeof opts / sizeof opts[0],
@@ -180,7 +181,7 @@ int cli_generate(int argc, char **argv) {
         prompt = file_text;
     }
     cli_session s;
-    int rc = cli_session_open(&s, model_dir, adapter, (int)threads, true);
+    int rc = cli_session_open(&s, model_dir, adapter, (int)threads, device, true);
     if (rc) {
         free(file_text);
         return cli_fail(rc);

@@ -22,7 +22,7 @@ int cli_inspect(int argc, char **argv) {
     int rc = dorac_hf_config_load(&hc, model_dir);
     if (rc) return cli_fail(rc);
     cli_session s;
-    rc = cli_session_open(&s, model_dir, adapter, 1, true);
+    rc = cli_session_open(&s, model_dir, adapter, 1, "cpu", true);
     if (rc) return cli_fail(rc);
     dorac_model *m = s.model;
     const dorac_model_config *c = dorac_model_get_config(m);

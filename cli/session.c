@@ -10,13 +10,12 @@
 #include "io/fsutil.h"
 
 int cli_session_open(cli_session *s, const char *model_dir, const char *adapter_dir, int threads,
-                     bool want_tokenizer) {
+                     const char *device, bool want_tokenizer) {
     memset(s, 0, sizeof *s);
     if (!dorac_is_dir(model_dir))
         return dorac_error(DORAC_E_IO, "%s: model folder does not exist", model_dir);
     dorac_set_num_threads(threads);
-    s->be = dorac_backend_cpu_create((dorac_cpu_params){0});
-    if (!s->be) return DORAC_E_NOMEM;
+    DORAC_TRY(dorac_backend_open(device, &s->be));
     int rc = dorac_model_load(&s->model, s->be, model_dir);
     if (!rc && adapter_dir) {
         if (!dorac_is_dir(adapter_dir)) rc = dorac_error(DORAC_E_IO, "%s: adapter folder does not exist", adapter_dir);

@@ -83,6 +83,7 @@ int cli_train(int argc, char **argv) {
         {"epochs", OPT_INT, &c.epochs, "passes over the data (3)", false},
         {"steps", OPT_INT, &c.steps, "optimizer steps, instead of --epochs", false},
         {"seed", OPT_INT, &seed, "seed for adapter init, data order and dropout (42)", false},
+        {"device", OPT_STRING, &c.device, "cuda | cuda:N | cpu | auto (auto: cuda when a GPU is present)", false},
         {"threads", OPT_INT, &threads, "CPU threads (all cores)", false},
         {"eval-every", OPT_INT, &c.eval_every, "evaluate every N steps, 0 = only at the end (0)", false},
         {"eval-batch-size", OPT_INT, &c.eval_batch_size, "sequences per eval pass (8)", false},
@@ -158,6 +159,6 @@ int cli_train(int argc, char **argv) {
     printf("trained %lld steps in %.1f s, %lld tokens; train loss %.4f -> %.4f", (long long)res.steps_done, res.seconds,
            (long long)res.tokens_seen, res.first_loss, res.last_loss);
     if (!isnan(res.eval_loss_after)) printf("; eval loss %.4f -> %.4f", res.eval_loss_before, res.eval_loss_after);
-    printf("\n");
+    printf("; device %s, peak memory %.2f GiB\n", res.device ? res.device : "?", (double)res.peak_bytes / (1u << 30));
     return CLI_EXIT_OK;
 }

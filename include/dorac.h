@@ -35,7 +35,8 @@ enum dorac_status {
     DORAC_E_IO = -3,          /* open/read/write/rename failed */
     DORAC_E_FORMAT = -4,      /* a file's contents are malformed */
     DORAC_E_UNSUPPORTED = -5, /* well-formed but not supported (dtype, architecture) */
-    DORAC_E_NUMERIC = -6      /* NaN or Inf where a finite value is required */
+    DORAC_E_NUMERIC = -6,     /* NaN or Inf where a finite value is required */
+    DORAC_E_BACKEND = -7      /* a device failed: no GPU, a CUDA or cuBLAS call failed */
 };
 
 /* The message of the last failure on this thread ("" if none). The pointer

@@ -117,5 +117,15 @@ expect_error "unknown flag" "--bogus" "$DORAC" eval --bogus
 expect_error "missing value" "--model" "$DORAC" eval --model
 expect_error "unknown command" "frobnicate" "$DORAC" frobnicate
 
+# devices: an unknown name is an error; cuda either runs (a CUDA build on a
+# machine with a GPU) or says in one line why it cannot
+expect_error "unknown device" "unknown device 'tpu'" "$DORAC" eval --model $FIX/llama-gqa --data $FIX/eval.jsonl --device tpu
+expect_error "unknown device (train)" "unknown device" "$DORAC" train --model $FIX/llama-gqa --data $FIX/eval.jsonl --out "$TMP/never3" --steps 1 --device cuda:x
+[ ! -e "$TMP/never3/adapter" ] || fail "a failed train wrote an adapter"
+checks=$((checks + 1))
+if ! "$DORAC" eval --model $FIX/llama-gqa --data $FIX/eval.jsonl --device cuda >"$TMP/out" 2>"$TMP/err"; then
+  [ "$(wc -l <"$TMP/err")" -eq 1 ] && grep -q "cuda" "$TMP/err" || fail "--device cuda failed without a one-line reason: $(cat "$TMP/err")"
+fi
+
 if [ $failures -ne 0 ]; then echo "FAILED: $failures of $checks checks" >&2; exit 1; fi
 echo "ok: $checks checks" >&2

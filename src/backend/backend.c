@@ -4,6 +4,8 @@
 #include "backend/backend.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "core/error.h"
 #include "core/size.h"
@@ -47,3 +49,43 @@ const char *dorac_shape_str(const dorac_tensor *t, char *buf, size_t size) {
     snprintf(buf, size, "(%lld, %lld)", (long long)t->rows, (long long)t->cols);
     return buf;
 }
+
+static int open_cuda(int device, dorac_backend **out) {
+    *out = dorac_backend_cuda_create((dorac_cuda_params){device});
+    if (*out) return DORAC_OK;
+#ifdef DORAC_HAVE_CUDA
+    return DORAC_E_BACKEND;
+#else
+    return DORAC_E_UNSUPPORTED;
+#endif
+}
+
+static int open_cpu(dorac_backend **out) {
+    *out = dorac_backend_cpu_create((dorac_cpu_params){0});
+    return *out ? DORAC_OK : DORAC_E_NOMEM;
+}
+
+int dorac_backend_open(const char *device, dorac_backend **out) {
+    *out = NULL;
+    if (!device || !strcmp(device, "auto")) return dorac_cuda_available() ? open_cuda(0, out) : open_cpu(out);
+    if (!strcmp(device, "cpu")) return open_cpu(out);
+    if (!strcmp(device, "cuda")) return open_cuda(0, out);
+    if (!strncmp(device, "cuda:", 5)) {
+        char *end = NULL;
+        long n = strtol(device + 5, &end, 10);
+        if (end != device + 5 && *end == '\0' && n >= 0 && n < 4096) return open_cuda((int)n, out);
+    }
+    return dorac_error(DORAC_E_INVALID, "unknown device '%s' (expected cpu, cuda, cuda:N or auto)", device);
+}
+
+#ifndef DORAC_HAVE_CUDA
+/* Built without CUDA: the entry points exist, so callers need no #ifdef. */
+bool dorac_cuda_available(void) { return false; }
+
+dorac_backend *dorac_backend_cuda_create(dorac_cuda_params params) {
+    (void)params;
+    dorac_error(DORAC_E_UNSUPPORTED,
+                "cuda: this dorac was built without CUDA (configure with -DDORAC_CUDA=ON)");
+    return NULL;
+}
+#endif

@@ -280,6 +280,26 @@ dorac_backend *dorac_backend_cpu_create(dorac_cpu_params params);
 ** finite-difference tests. */
 dorac_backend *dorac_backend_cpu64_create(dorac_cpu_params params);
 
+typedef struct dorac_cuda_params {
+    int device; /* CUDA device ordinal; 0 is the first GPU */
+} dorac_cuda_params;
+
+/* True when dorac was built with the CUDA backend (-DDORAC_CUDA=ON) and at
+** least one CUDA device is present. Never fails. */
+bool dorac_cuda_available(void);
+
+/* The CUDA backend (backend/cuda/): BF16 activations and frozen weights,
+** F32 trainable parameters, cuBLAS GEMMs. NULL with the error set when
+** dorac was built without CUDA, no device is present, or setup fails. */
+dorac_backend *dorac_backend_cuda_create(dorac_cuda_params params);
+
+/* Opens the backend a user names into *out: "cpu", "cuda", "cuda:N"
+** (device N), or "auto" (or NULL): cuda when dorac_cuda_available(), else
+** cpu. DORAC_E_INVALID for any other name; DORAC_E_UNSUPPORTED when cuda
+** is named but dorac was built without it; DORAC_E_BACKEND when the device
+** cannot start; DORAC_E_NOMEM. */
+int dorac_backend_open(const char *device, dorac_backend **out);
+
 static inline void dorac_backend_destroy(dorac_backend *be) {
     if (be) be->destroy(be);
 }

@@ -46,6 +46,7 @@ const char *dorac_status_name(int status) {
     case DORAC_E_FORMAT: return "DORAC_E_FORMAT";
     case DORAC_E_UNSUPPORTED: return "DORAC_E_UNSUPPORTED";
     case DORAC_E_NUMERIC: return "DORAC_E_NUMERIC";
+    case DORAC_E_BACKEND: return "DORAC_E_BACKEND";
     default: return "DORAC_E_UNKNOWN";
     }
 }

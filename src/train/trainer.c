@@ -579,8 +579,7 @@ int dorac_train(const dorac_train_config *cfg, const dorac_train_callbacks *cb, 
     res->eval_loss_before = res->eval_loss_after = NAN;
     DORAC_TRY(check_config(cfg));
     trainer t = {.cfg = cfg, .cb = cb};
-    t.be = dorac_backend_cpu_create((dorac_cpu_params){0});
-    if (!t.be) return DORAC_E_NOMEM;
+    DORAC_TRY(dorac_backend_open(cfg->device, &t.be));
     char resume_dir[4200] = "";
     int rc = dorac_mkdir_p(cfg->out_dir);
     if (!rc && cfg->resume) {
@@ -628,6 +627,10 @@ int dorac_train(const dorac_train_config *cfg, const dorac_train_callbacks *cb, 
         rc = dorac_evaluate(t.model, &t.eval, cfg->eval_batch_size, &res->eval_loss_after, &n);
     }
     if (!rc) rc = finish(&t, res);
+    dorac_mem_stats ms;
+    t.be->mem_stats(t.be, &ms);
+    res->peak_bytes = ms.peak_bytes;
+    res->device = t.be->name; /* a string literal: outlives the backend */
     trainer_free(&t);
     return rc;
 }

@@ -46,6 +46,7 @@ typedef struct dorac_train_config {
     const char *data_path;
     const char *eval_path;      /* may be NULL */
     const char *out_dir;
+    const char *device;         /* "cpu", "cuda", "cuda:N" or "auto"/NULL (cuda if present) */
     /* method */
     dorac_method method;        /* LORA, DORA or FULL */
     int rank;
@@ -100,6 +101,8 @@ typedef struct dorac_train_result {
     double eval_loss_before, eval_loss_after; /* NAN without eval data */
     int64_t tokens_seen;
     double seconds;
+    size_t peak_bytes;        /* high-water mark of memory held through the backend */
+    const char *device;       /* the backend's name: "cpu" or "cuda" */
 } dorac_train_result;
 
 int dorac_train(const dorac_train_config *cfg, const dorac_train_callbacks *cb, dorac_train_result *res);
