@@ -324,8 +324,37 @@ static int attach_adapter(dorac_model *m, dorac_model_linear *l, const dorac_ada
     return DORAC_OK;
 }
 
+/* Full fine-tuning trains every weight in param_type. Where the backend
+** keeps frozen weights narrower (CUDA: BF16 weights, F32 params), each
+** weight becomes an F32 master copy here; GEMMs then meet BF16 activations
+** through the backend's autocast rule (backend.h). Linears hold copies of
+** their weight and bias views, so those are repointed too. */
+static int promote_weights(dorac_model *m) {
+    dorac_backend *be = m->be;
+    for (size_t i = 0; i < m->n_params; i++) {
+        dorac_model_param *p = &m->params[i];
+        if (p->w.type == be->param_type) continue;
+        dorac_tensor master;
+        DORAC_TRY(dorac_tensor_alloc(be, &master, be->param_type, p->w.rows, p->w.cols, p->name));
+        int rc = be->copy(be, &master, &p->w);
+        if (rc) {
+            dorac_tensor_free(be, &master);
+            return rc;
+        }
+        for (size_t k = 0; k < m->n_linears; k++) {
+            dorac_linear_tensors *t = &m->linears[k].L.t;
+            if (t->W.data == p->w.data) t->W = master;
+            if (t->bias.data == p->w.data) t->bias = master;
+        }
+        dorac_tensor_free(be, &p->w);
+        p->w = master;
+    }
+    return DORAC_OK;
+}
+
 static int set_full(dorac_model *m) {
     dorac_backend *be = m->be;
+    DORAC_TRY(promote_weights(m));
     for (size_t i = 0; i < m->n_params; i++) {
         dorac_model_param *p = &m->params[i];
         DORAC_TRY(dorac_tensor_alloc(be, &p->grad, be->param_type, p->w.rows, p->w.cols, p->name));

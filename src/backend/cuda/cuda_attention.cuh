@@ -1,0 +1,169 @@
+/*
+** cuda_attention.cuh — what the three attention files share: the shape
+** check, the test for the tensor-core path, and the warp-level building
+** blocks of that path (ldmatrix, mma.sync, cp.async).
+**
+** Size letters as in backend.h: B batch, T time, H query heads, KV key/value
+** heads, D head dimension, N = B*T rows.
+**
+** The tensor-core path. Tiles of bf16 rows sit in shared memory with a row
+** stride of D + 8 elements (16 bytes of padding), so the eight 16-byte rows
+** that one ldmatrix phase reads fall in eight different bank groups. Each
+** warp owns 16 rows of the product it computes; mma.sync m16n8k16 takes
+** bf16 operands and accumulates in fp32. The fragment layouts (PTX ISA,
+** "Matrix fragments for mma.m16n8k16"), with g = lane/4 and c = lane%4:
+**   A (16x16, row-major): a0 (g, 2c..2c+1)   a1 (g+8, 2c..)
+**                         a2 (g, 2c+8..)     a3 (g+8, 2c+8..)
+**   B (16x8, k by n):     b0 (k 2c..2c+1, n g)   b1 (k 2c+8.., n g)
+**   C (16x8, fp32):       c0,c1 (g, 2c..2c+1)    c2,c3 (g+8, 2c..2c+1)
+** so the C fragments of two neighbouring 8-column tiles, rounded to bf16,
+** are exactly the A fragment of the next product (P in P V): the score
+** matrix never leaves registers.
+*/
+#ifndef DORAC_CUDA_ATTENTION_CUH
+#define DORAC_CUDA_ATTENTION_CUH
+
+#include "backend/cuda/cuda_impl.cuh"
+
+/* The largest head dimension the CUDA backend runs. */
+#define ATTN_MAX_D 256
+
+#define ATTN_LOG2E 1.4426950408889634f
+#define ATTN_LN2 0.6931471805599453f
+
+/* ---- host side -------------------------------------------------------- */
+
+/* The CPU backend's checks (cpu_ops_attention.c), with the same codes, and
+** the CUDA backend's limit on D. */
+static inline int attn_check(const dorac_tensor *o, const dorac_tensor *q, const dorac_tensor *k,
+                             const dorac_tensor *v, const dorac_tensor *lse, int64_t B, int64_t T,
+                             int64_t H, int64_t KV, int64_t D, const char *op) {
+    if (B <= 0 || T <= 0 || H <= 0 || KV <= 0 || D <= 0 || H % KV)
+        return dorac_error(DORAC_E_INVALID, "%s: bad sizes B=%lld T=%lld H=%lld KV=%lld D=%lld", op,
+                           (long long)B, (long long)T, (long long)H, (long long)KV, (long long)D);
+    DORAC_TRY(cuda_check_shape(q, B * T, H * D, op, "q"));
+    DORAC_TRY(cuda_check_shape(k, B * T, KV * D, op, "k"));
+    DORAC_TRY(cuda_check_shape(v, B * T, KV * D, op, "v"));
+    DORAC_TRY(cuda_check_shape(o, B * T, H * D, op, "out"));
+    DORAC_TRY(cuda_check_shape(lse, 1, B * H * T, op, "lse"));
+    /* grids: (b, head) pairs on x, tiles of rows on y, the smallest tiles
+    ** being 8 rows */
+    if (D > ATTN_MAX_D || B * H > INT32_MAX || (T + 7) / 8 > 65535)
+        return dorac_error(DORAC_E_UNSUPPORTED,
+                           "%s: sizes beyond the CUDA kernels (D=%lld, at most %d; T=%lld; B*H=%lld)",
+                           op, (long long)D, ATTN_MAX_D, (long long)T, (long long)(B * H));
+    return DORAC_OK;
+}
+
+/* A BF16 tensor whose rows can be read 16 bytes at a time from any column
+** that is a multiple of 8: the tensor-core path's condition on each operand. */
+static inline bool attn_bf16_rows16(const dorac_tensor *t) {
+    return t->type == DORAC_DTYPE_BF16 && t->ld % 8 == 0 && (uintptr_t)t->data % 16 == 0;
+}
+
+/* Head dimensions with a tensor-core kernel. */
+static inline bool attn_mma_dim(int64_t D) {
+    return D == 16 || D == 32 || D == 64 || D == 96 || D == 128;
+}
+
+/* Raises a kernel's dynamic shared memory limit where it needs more than
+** the default 48 KiB. */
+static inline int attn_smem_limit(const void *kernel, size_t bytes, const char *op) {
+    if (bytes <= 48 * 1024) return DORAC_OK;
+    return cuda_status(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            (int)bytes),
+                       op, "shared memory limit");
+}
+
+/* ---- device side: the tensor-core building blocks --------------------- */
+
+typedef __nv_bfloat16 bf16;
+
+static __device__ __forceinline__ uint32_t smem_u32(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* Four 8x8 bf16 matrices from shared memory; lane l gives the address of
+** row l%8 of matrix l/8, and register i receives matrix i. */
+static __device__ __forceinline__ void ldsm_x4(uint32_t r[4], const bf16 *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
+}
+
+/* The same, each matrix transposed. */
+static __device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const bf16 *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
+}
+
+/* c (16x8 fp32) += a (16x16 bf16) b (16x8 bf16). */
+static __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0,
+                                                uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* Two floats as a bf16 pair, lo in the low half (the lower column). */
+static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *(uint32_t *)&v;
+}
+
+/* 2^x on the special function unit, subnormal results flushed to zero
+** (exp2f adds a subnormal fix-up around the same instruction). */
+static __device__ __forceinline__ float fast_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/* Lane offsets into a 16x16 tile at (0, 0) of a row-major smem tile, for the
+** two ways the kernels read one:
+**   the A operand, or a B operand stored n by k (rows are n):
+**     ldsm_x4 at (row_a, col_a) gives a0..a3 of A
+**   a B operand stored n by k, two 8-wide n tiles:
+**     ldsm_x4 at (row_nk, col_nk) gives b0,b1 of n tile 0 and b0,b1 of tile 1
+**   a B operand stored k by n (rows are k), two 8-wide n tiles:
+**     ldsm_x4_t at (row_kn, col_kn) gives b0,b1 of n tile 0 and b0,b1 of tile 1
+*/
+static __device__ __forceinline__ int lane_row_a(int lane) { return (lane & 7) + ((lane >> 3) & 1) * 8; }
+static __device__ __forceinline__ int lane_col_a(int lane) { return (lane >> 4) * 8; }
+static __device__ __forceinline__ int lane_row_nk(int lane) { return (lane & 7) + (lane >> 4) * 8; }
+static __device__ __forceinline__ int lane_col_nk(int lane) { return ((lane >> 3) & 1) * 8; }
+static __device__ __forceinline__ int lane_row_kn(int lane) { return (lane & 7) + ((lane >> 3) & 1) * 8; }
+static __device__ __forceinline__ int lane_col_kn(int lane) { return (lane >> 4) * 8; }
+
+/* 16 bytes global -> shared without a register round trip; src_bytes 0
+** writes zeros (rows past the end). */
+static __device__ __forceinline__ void cp_async16(void *dst, const void *src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
+                 "r"(src_bytes));
+}
+static __device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+template <int N> static __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+/* Queues the copy of rows [row0, row0 + ROWS) of a bf16 matrix, D columns
+** from src (which points at row 0, column 0 of the head), into a
+** [ROWS][D + 8] smem tile; rows at or past row_end become zeros. All
+** THREADS threads of the block call it. */
+template <int ROWS, int D, int THREADS>
+static __device__ __forceinline__ void load_tile_async(bf16 *dst, const bf16 *src, int64_t ld,
+                                                       int row0, int row_end) {
+    constexpr int CHUNKS = D / 8; /* 16-byte pieces of a row */
+    for (int c = threadIdx.x; c < ROWS * CHUNKS; c += THREADS) {
+        int r = c / CHUNKS, piece = c % CHUNKS, row = row0 + r;
+        bool in = row < row_end;
+        const bf16 *from = in ? src + (int64_t)row * ld + piece * 8 : src;
+        cp_async16(dst + r * (D + 8) + piece * 8, from, in ? 16 : 0);
+    }
+}
+
+#endif

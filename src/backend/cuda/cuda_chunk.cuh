@@ -1,0 +1,103 @@
+/*
+** cuda_chunk.cuh — 16-byte chunks of a row, for the memory-bound kernels.
+**
+** A chunk is CUDA_CHUNK (8) consecutive elements of one row, starting at a
+** multiple of 8 columns: 16 bytes of BF16, 32 of F32. When a row starts on a
+** 16-byte boundary, its chunks move as single vector accesses (one 16-byte
+** access for BF16, two for F32) instead of eight scalar ones, which is what
+** lets a row-wise kernel approach the GPU's copy bandwidth. A row that is
+** not aligned (an odd ld, a column view at an odd offset) moves element by
+** element instead.
+**
+** Kernels give each thread the same chunks, in the same order, on either
+** path, and the arithmetic on a chunk's floats is the same, so the results
+** do not depend on alignment: only the loads and stores differ.
+*/
+#ifndef DORAC_CUDA_CHUNK_CUH
+#define DORAC_CUDA_CHUNK_CUH
+
+#include "backend/cuda/cuda_impl.cuh"
+
+#define CUDA_CHUNK 8
+
+/* Chunks covering n columns. */
+static __host__ __device__ __forceinline__ int64_t cuda_chunks(int64_t n) {
+    return (n + CUDA_CHUNK - 1) / CUDA_CHUNK;
+}
+
+/* True when row i of v starts on a 16-byte boundary, so its chunks can move
+** as vectors. */
+static __device__ __forceinline__ bool row_aligned16(cuda_view v, int64_t i) {
+    int64_t size = v.type == DORAC_DTYPE_BF16 ? 2 : 4;
+    return (((uintptr_t)v.data + (uintptr_t)(i * v.ld * size)) & 15) == 0;
+}
+
+/* z[k] = v[i, c0 + k] as fp32 for the k with c0 + k < n_cols, pad for the
+** rest. c0 is a multiple of CUDA_CHUNK; vec is row_aligned16(v, i). */
+static __device__ __forceinline__ void ld_chunk(float z[CUDA_CHUNK], cuda_view v, int64_t i,
+                                                int64_t c0, int64_t n_cols, bool vec, float pad) {
+    int64_t at = i * v.ld + c0;
+    if (vec && c0 + CUDA_CHUNK <= n_cols) {
+        if (v.type == DORAC_DTYPE_BF16) {
+            uint4 raw = *(const uint4 *)((const __nv_bfloat16 *)v.data + at);
+            const __nv_bfloat162 *pairs = (const __nv_bfloat162 *)&raw;
+#pragma unroll
+            for (int k = 0; k < CUDA_CHUNK / 2; k++) {
+                float2 f = __bfloat1622float2(pairs[k]);
+                z[2 * k] = f.x;
+                z[2 * k + 1] = f.y;
+            }
+        } else {
+            const float4 *p = (const float4 *)((const float *)v.data + at);
+            float4 lo = p[0], hi = p[1];
+            z[0] = lo.x, z[1] = lo.y, z[2] = lo.z, z[3] = lo.w;
+            z[4] = hi.x, z[5] = hi.y, z[6] = hi.z, z[7] = hi.w;
+        }
+        return;
+    }
+#pragma unroll
+    for (int k = 0; k < CUDA_CHUNK; k++)
+        z[k] = c0 + k < n_cols ? ld_elem(v.data, v.type, at + k) : pad;
+}
+
+/* v[i, c0 + k] = z[k] (rounded to v's type) for the k with c0 + k < n_cols.
+** c0 is a multiple of CUDA_CHUNK; vec is row_aligned16(v, i). */
+static __device__ __forceinline__ void st_chunk(cuda_view v, int64_t i, int64_t c0, int64_t n_cols,
+                                                bool vec, const float z[CUDA_CHUNK]) {
+    int64_t at = i * v.ld + c0;
+    if (vec && c0 + CUDA_CHUNK <= n_cols) {
+        if (v.type == DORAC_DTYPE_BF16) {
+            uint4 raw;
+            __nv_bfloat162 *pairs = (__nv_bfloat162 *)&raw;
+#pragma unroll
+            for (int k = 0; k < CUDA_CHUNK / 2; k++)
+                pairs[k] = __floats2bfloat162_rn(z[2 * k], z[2 * k + 1]);
+            *(uint4 *)((__nv_bfloat16 *)v.data + at) = raw;
+        } else {
+            float4 *p = (float4 *)((float *)v.data + at);
+            p[0] = make_float4(z[0], z[1], z[2], z[3]);
+            p[1] = make_float4(z[4], z[5], z[6], z[7]);
+        }
+        return;
+    }
+#pragma unroll
+    for (int k = 0; k < CUDA_CHUNK; k++)
+        if (c0 + k < n_cols) st_elem(v.data, v.type, at + k, z[k]);
+}
+
+/* Threads for a block that walks one row chunk by chunk: a warp multiple,
+** at least 32 and at most max_threads, no more than the row has chunks. */
+static inline int cuda_row_threads(int64_t n_cols, int max_threads) {
+    int64_t t = (cuda_chunks(n_cols) + 31) / 32 * 32;
+    if (t < 32) t = 32;
+    return t > max_threads ? max_threads : (int)t;
+}
+
+/* A grid with x over `threads`-wide groups of chunks and y over rows;
+** kernels stride y by gridDim.y when there are more rows than 65535. */
+static inline dim3 cuda_chunk_grid(int64_t n_rows, int64_t n_cols, int threads) {
+    unsigned y = (unsigned)(n_rows < 65535 ? (n_rows > 0 ? n_rows : 1) : 65535);
+    return dim3(cuda_blocks(cuda_chunks(n_cols), threads), y);
+}
+
+#endif

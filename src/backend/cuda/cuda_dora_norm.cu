@@ -1,0 +1,159 @@
+/*
+** cuda_dora_norm.cu — DoRA's factored row norm on the GPU (backend.h's
+** dora_norm; the math is DESIGN.md §1):
+**   n2[o] = c[o] + 2s sum_k B[o,k] P[o,k] + s^2 sum_kl B[o,k] G[k,l] B[o,l]
+**   n[o]  = sqrt(max(n2[o], floor)),  g[o] = m[o] / n[o]
+** with c, n, g, m (1,out); B, P (out,r); G (r,r); s the adapter scale.
+**
+** With r > 0, a block takes ROWS_PER_BLOCK consecutive output rows and
+** copies their rows of B into shared memory, as doubles. Thread t takes
+** columns l = t, t + blockDim, ... and forms, for every row of the block,
+**   (B_o G)[l] = sum_k B[o,k] G[k,l]
+** reading G[k,l] once per block (coalesced along l, shared by the block's
+** rows) and B[o,k] from shared memory; it then adds B[o,l] (B_o G)[l] and
+** B[o,l] P[o,l] into its partial sums. The block adds the partials in a
+** fixed order. Everything from the products on is double, as on the CPU;
+** the shape of every sum depends only on (out, r), so results are the same
+** from run to run. With r == 0 (no adapter yet), one thread per row.
+**
+** Limit: the block's B rows live in shared memory, so r is at most
+** MAX_RANK (5120, far above any adapter's rank); larger r is
+** DORAC_E_UNSUPPORTED.
+*/
+#include "backend/cuda/cuda_impl.cuh"
+
+enum {
+    ROWS_PER_BLOCK = 8, /* output rows sharing one pass over G (fewer when r > 640) */
+    MAX_RANK = 5120,    /* doubles of B rows a block may hold: 40 KiB of shared memory */
+    MAX_THREADS = 256
+};
+
+/* n, g from n2 in double, as the CPU forms them. g only when has_g. */
+static __device__ __forceinline__ void dora_norm_store(cuda_view n, cuda_view g, cuda_view m,
+                                                       int64_t o, double n2, double floor,
+                                                       bool has_g) {
+    double norm = sqrt(n2 > floor ? n2 : floor);
+    st_at(n, 0, o, (float)norm);
+    if (has_g) st_at(g, 0, o, (float)((double)ld_at(m, 0, o) / norm));
+}
+
+/* r == 0: n (1,out) = sqrt(max(c, floor)), g = m / n. */
+static __global__ void dora_norm_plain_kernel(cuda_view n, cuda_view g, cuda_view c, cuda_view m,
+                                              int64_t out, double floor, bool has_g) {
+    for (int64_t o = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; o < out;
+         o += (int64_t)gridDim.x * blockDim.x)
+        dora_norm_store(n, g, m, o, (double)ld_at(c, 0, o), floor, has_g);
+}
+
+/* r > 0: n, g, c, m (1,out); B, P (out,r); G (r,r). Dynamic shared memory
+** holds rows_per_block * r doubles; rows_per_block <= ROWS_PER_BLOCK.
+** Grid: a block per rows_per_block rows, at most MAX_THREADS threads. */
+static __global__ void dora_norm_rank_kernel(cuda_view n, cuda_view g, cuda_view c, cuda_view B,
+                                             cuda_view P, cuda_view G, cuda_view m, int64_t out,
+                                             int64_t r, int rows_per_block, double scale,
+                                             double floor, bool has_g) {
+    extern __shared__ double b_rows[]; /* (rows_per_block, r) */
+    __shared__ double warp_part[MAX_THREADS / 32][2 * ROWS_PER_BLOCK]; /* per warp: bp, bgb */
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = (blockDim.x + 31) >> 5;
+    for (int64_t o0 = (int64_t)blockIdx.x * rows_per_block; o0 < out;
+         o0 += (int64_t)gridDim.x * rows_per_block) {
+        int nr = out - o0 < rows_per_block ? (int)(out - o0) : rows_per_block;
+        for (int64_t e = threadIdx.x; e < (int64_t)rows_per_block * r; e += blockDim.x) {
+            int q = (int)(e / r);
+            int64_t k = e - (int64_t)q * r;
+            b_rows[e] = q < nr ? (double)ld_at(B, o0 + q, k) : 0.0; /* rows past out are 0 */
+        }
+        __syncthreads();
+
+        double bp[ROWS_PER_BLOCK], bgb[ROWS_PER_BLOCK];
+#pragma unroll
+        for (int q = 0; q < ROWS_PER_BLOCK; q++) bp[q] = bgb[q] = 0.0;
+        for (int64_t l = threadIdx.x; l < r; l += blockDim.x) {
+            double bg[ROWS_PER_BLOCK]; /* (B_o G)[l] for each row o of the block */
+#pragma unroll
+            for (int q = 0; q < ROWS_PER_BLOCK; q++) bg[q] = 0.0;
+#pragma unroll 4
+            for (int64_t k = 0; k < r; k++) {
+                double gkl = ld_at(G, k, l);
+#pragma unroll
+                for (int q = 0; q < ROWS_PER_BLOCK; q++)
+                    if (q < rows_per_block) bg[q] += b_rows[q * r + k] * gkl;
+            }
+#pragma unroll
+            for (int q = 0; q < ROWS_PER_BLOCK; q++)
+                if (q < nr) {
+                    double bl = b_rows[q * r + l];
+                    bp[q] += bl * (double)ld_at(P, o0 + q, l);
+                    bgb[q] += bl * bg[q];
+                }
+        }
+
+        /* fixed-order block sums: warp trees, then warps in order */
+#pragma unroll
+        for (int q = 0; q < ROWS_PER_BLOCK; q++) {
+            bp[q] = warp_sum_d(bp[q]);
+            bgb[q] = warp_sum_d(bgb[q]);
+        }
+        if (lane == 0)
+#pragma unroll
+            for (int q = 0; q < ROWS_PER_BLOCK; q++) {
+                warp_part[warp][q] = bp[q];
+                warp_part[warp][ROWS_PER_BLOCK + q] = bgb[q];
+            }
+        __syncthreads();
+        if (threadIdx.x < nr) {
+            int q = threadIdx.x;
+            double sum_bp = 0.0, sum_bgb = 0.0;
+            for (int w = 0; w < n_warps; w++) {
+                sum_bp += warp_part[w][q];
+                sum_bgb += warp_part[w][ROWS_PER_BLOCK + q];
+            }
+            int64_t o = o0 + q;
+            double n2 = (double)ld_at(c, 0, o) + (2.0 * scale * sum_bp + scale * scale * sum_bgb);
+            dora_norm_store(n, g, m, o, n2, floor, has_g);
+        }
+        __syncthreads(); /* warp_part and b_rows are reused by the next rows */
+    }
+}
+
+int CUDA_OP(dora_norm)(dorac_backend *be, const dorac_tensor *n, const dorac_tensor *g,
+                       const dorac_tensor *c, const dorac_tensor *B, const dorac_tensor *P,
+                       const dorac_tensor *G, const dorac_tensor *m, double scale, double floor) {
+    const char *op = "dora_norm";
+    int64_t out = c->cols;
+    DORAC_TRY(cuda_check_shape(c, 1, out, op, "c"));
+    DORAC_TRY(cuda_check_shape(n, 1, out, op, "n"));
+    DORAC_TRY(cuda_check_optional_vector(g, out, op, "g"));
+    DORAC_TRY(cuda_check_optional_vector(m, out, op, "m"));
+    bool has_g = g && g->data;
+    if (has_g && !(m && m->data))
+        return dorac_error(DORAC_E_INVALID, "dora_norm: g requested without m");
+    int64_t r = (B && B->data) ? B->cols : 0;
+    if (r > 0) {
+        DORAC_TRY(cuda_check_shape(B, out, r, op, "B"));
+        DORAC_TRY(cuda_check_shape(P, out, r, op, "P"));
+        DORAC_TRY(cuda_check_shape(G, r, r, op, "G"));
+        if (r > MAX_RANK)
+            return dorac_error(DORAC_E_UNSUPPORTED, "dora_norm: rank %lld exceeds the CUDA limit %d",
+                               (long long)r, (int)MAX_RANK);
+    }
+    if (out == 0) return DORAC_OK;
+
+    cudaStream_t stream = cuda_stream(be);
+    cuda_view none = {NULL, DORAC_DTYPE_F32, 0};
+    cuda_view gv = has_g ? cuda_view_of(g) : none, mv = (m && m->data) ? cuda_view_of(m) : none;
+    if (r == 0) {
+        dora_norm_plain_kernel<<<cuda_blocks(out, 256), 256, 0, stream>>>(
+            cuda_view_of(n), gv, cuda_view_of(c), mv, out, floor, has_g);
+        return cuda_launch_status(op);
+    }
+    int rows_per_block = (int)(MAX_RANK / r);
+    if (rows_per_block > ROWS_PER_BLOCK) rows_per_block = ROWS_PER_BLOCK;
+    int threads = 32;
+    while (threads < MAX_THREADS && threads < r) threads *= 2;
+    size_t shared = (size_t)rows_per_block * (size_t)r * sizeof(double);
+    dora_norm_rank_kernel<<<cuda_blocks(out, rows_per_block), threads, shared, stream>>>(
+        cuda_view_of(n), gv, cuda_view_of(c), cuda_view_of(B), cuda_view_of(P), cuda_view_of(G), mv,
+        out, r, rows_per_block, scale, floor, has_g);
+    return cuda_launch_status(op);
+}

@@ -1,0 +1,91 @@
+/*
+** cuda_gemm.cu — C (M,N) = alpha op(A) op(B) + beta C through cuBLAS.
+**
+** Row-major tensors are column-major tensors transposed, so the row-major
+** product C = op(A) op(B) is computed as the column-major C^T = op(B)^T
+** op(A)^T: cuBLAS gets B first, then A, with the transposes kept.
+**
+** Types. cuBLAS multiplies two operands of one type. The combinations run:
+**   A, B BF16           -> C BF16 or F32, fp32 accumulation (tensor cores)
+**   A, B F32, C F32     -> plain fp32 (no TF32), for parameter products
+** Any other mix converts its F32 operands to BF16 first, into scratch owned
+** by the backend (kept and grown, so steady-state training allocates
+** nothing here). This is the autocast rule: an adapter's F32 A or B meets
+** BF16 activations in BF16, as PyTorch's autocast does, and accumulates in
+** fp32. beta == 0 ignores C's contents (NaN included), as cuBLAS does.
+*/
+#include "backend/cuda/cuda_impl.cuh"
+
+static cudaDataType_t cuda_type(dorac_dtype t) {
+    return t == DORAC_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+}
+
+static const char *cublas_name(cublasStatus_t s) {
+    switch (s) {
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "not initialized";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "alloc failed";
+    case CUBLAS_STATUS_INVALID_VALUE: return "invalid value";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "arch mismatch";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "execution failed";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "not supported";
+    default: return "error";
+    }
+}
+
+/* A contiguous BF16 copy of t in the backend's conversion scratch `slot`. */
+static int to_bf16(dorac_backend *be, int slot, const dorac_tensor *t, dorac_tensor *out) {
+    cuda_context *ctx = cuda_ctx(be);
+    size_t need = dorac_tensor_nbytes(DORAC_DTYPE_BF16, t->rows, t->cols);
+    if (need == 0) return dorac_error(DORAC_E_NOMEM, "gemm: operand size overflows");
+    if (need > ctx->convert_scratch_size[slot]) {
+        be->free(be, ctx->convert_scratch[slot]);
+        ctx->convert_scratch_size[slot] = 0;
+        ctx->convert_scratch[slot] = be->alloc(be, need);
+        if (!ctx->convert_scratch[slot]) return dorac_error_prefix(DORAC_E_NOMEM, "gemm: BF16 operand");
+        ctx->convert_scratch_size[slot] = need;
+    }
+    *out = dorac_tensor_view(ctx->convert_scratch[slot], DORAC_DTYPE_BF16, t->rows, t->cols);
+    return CUDA_OP(copy)(be, out, t);
+}
+
+extern "C" int CUDA_OP(gemm)(dorac_backend *be, const dorac_tensor *C, const dorac_tensor *A,
+                             bool trans_a, const dorac_tensor *B, bool trans_b, double alpha,
+                             double beta) {
+    DORAC_TRY(cuda_check_float(A, "gemm", "A"));
+    DORAC_TRY(cuda_check_float(B, "gemm", "B"));
+    DORAC_TRY(cuda_check_float(C, "gemm", "C"));
+    int64_t M = trans_a ? A->cols : A->rows;
+    int64_t K = trans_a ? A->rows : A->cols;
+    int64_t Kb = trans_b ? B->cols : B->rows;
+    int64_t N = trans_b ? B->rows : B->cols;
+    if (K != Kb || C->rows != M || C->cols != N)
+        return dorac_error(DORAC_E_INVALID,
+                           "gemm: op(A) is (%lld, %lld), op(B) is (%lld, %lld), C is (%lld, %lld)",
+                           (long long)M, (long long)K, (long long)Kb, (long long)N,
+                           (long long)C->rows, (long long)C->cols);
+    if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || A->ld > INT32_MAX ||
+        B->ld > INT32_MAX || C->ld > INT32_MAX)
+        return dorac_error(DORAC_E_UNSUPPORTED, "gemm: dimension exceeds the 32-bit cuBLAS interface");
+    if (M == 0 || N == 0) return DORAC_OK;
+    if (K == 0) /* op(A) op(B) is all zeros: C = beta C */
+        return beta == 0.0 ? CUDA_OP(fill)(be, C, 0.0) : CUDA_OP(axpby)(be, C, C, beta, 0.0);
+
+    dorac_tensor a = *A, b = *B;
+    bool all_f32 = A->type == DORAC_DTYPE_F32 && B->type == DORAC_DTYPE_F32 &&
+                   C->type == DORAC_DTYPE_F32;
+    if (!all_f32) {
+        if (a.type != DORAC_DTYPE_BF16) DORAC_TRY(to_bf16(be, 0, A, &a));
+        if (b.type != DORAC_DTYPE_BF16) DORAC_TRY(to_bf16(be, 1, B, &b));
+    }
+    float alpha_f = (float)alpha, beta_f = (float)beta;
+    cublasStatus_t s = cublasGemmEx(
+        cuda_ctx(be)->cublas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+        (int)N, (int)M, (int)K, &alpha_f, b.data, cuda_type(b.type), (int)(b.ld > 0 ? b.ld : 1),
+        a.data, cuda_type(a.type), (int)(a.ld > 0 ? a.ld : 1), &beta_f, C->data, cuda_type(C->type),
+        (int)(C->ld > 0 ? C->ld : 1), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (s != CUBLAS_STATUS_SUCCESS)
+        return dorac_error(DORAC_E_BACKEND, "gemm: cuBLAS failed (%s) for M=%lld N=%lld K=%lld %s x %s -> %s",
+                           cublas_name(s), (long long)M, (long long)N, (long long)K,
+                           dorac_dtype_name(a.type), dorac_dtype_name(b.type), dorac_dtype_name(C->type));
+    return DORAC_OK;
+}

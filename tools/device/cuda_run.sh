@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# cuda_run.sh — everything the GPU machine does for the CUDA backend, in one
+# call of the device tool: correctness (every op against the CPU backend,
+# the fixture models' loss and gradients, a short demo fine-tune on both
+# backends) and the benchmark side by side with PEFT.
+#
+# Binaries are built here (no GPU needed to compile) and carried:
+#   bash tools/device/prepare.sh          # builds .devbin/, fills .deps/ and .devbench/
+#   device run: carry [.devbin, .devrt, .devbench], command:
+#     bash tools/device/cuda_run.sh check bench
+# Logs land in $OUT (check.log, ops.log, model.log, demo.log, bench.log,
+# peft_bench.jsonl, dorac_bench.jsonl).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/dorac-out}
+mkdir -p "$OUT"
+P=/tmp/devrt
+mkdir -p $P
+for f in .devrt/*.deb; do dpkg -x "$f" $P; done
+L=$P/usr/lib/x86_64-linux-gnu
+export LD_LIBRARY_PATH=$L:$L/openblas-openmp:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export OMP_WAIT_POLICY=PASSIVE
+BIN=.devbin
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+
+want() { for a in "${ARGS[@]}"; do [ "$a" = "$1" ] && return 0; done; return 1; }
+ARGS=("$@")
+
+if want check; then
+  echo "== ops: CUDA vs CPU ==" | tee "$OUT/check.log"
+  timeout 150 $BIN/test_backend_ops > "$OUT/ops.log" 2>&1; echo "test_backend_ops rc=$?" | tee -a "$OUT/check.log"
+  grep -c " OK" "$OUT/ops.log" | sed 's/^/ops OK lines: /' | tee -a "$OUT/check.log"
+  grep "FAIL" "$OUT/ops.log" | head -40 | tee -a "$OUT/check.log"
+  echo "== models: CUDA vs CPU ==" | tee -a "$OUT/check.log"
+  timeout 150 $BIN/test_cuda_model > "$OUT/model.log" 2>&1; echo "test_cuda_model rc=$?" | tee -a "$OUT/check.log"
+  grep -i "fail" "$OUT/model.log" | head -20 | tee -a "$OUT/check.log"
+  echo "== demo fine-tune, 40 steps, cpu vs cuda ==" | tee "$OUT/demo.log"
+  for dev in cpu cuda; do
+    timeout 100 $BIN/dorac train --model demo/base --data demo/data/jargon_train.jsonl \
+      --eval-data demo/data/jargon_eval.jsonl --out /tmp/demo-$dev --steps 30 --batch-size 8 \
+      --seq-len 128 --lr 1e-2 --rank 8 --device $dev --log-every 10 >> "$OUT/demo.log" 2>&1
+    echo "demo $dev rc=$?" >> "$OUT/demo.log"
+  done
+  tail -n 14 "$OUT/demo.log"
+fi
+
+if want bench; then
+  echo "== PEFT anchor (same GPU, same run) ==" | tee "$OUT/bench.log"
+  rm -rf /tmp/models
+  PYTHONUNBUFFERED=1 timeout 300 python3 .devbench/peft_bench.py --only model --save-models /tmp/models \
+    2>&1 | grep '^{' | tee -a "$OUT/bench.log"
+  python3 - <<'PY'
+import json, random
+random.seed(0)
+for arch, V, T, rows in (("gpt2", 50257, 1024, 256), ("llama1b", 128256, 2048, 128)):
+    with open(f"/tmp/ids_{arch}.jsonl", "w") as f:
+        for _ in range(rows):
+            f.write(json.dumps({"input_ids": [random.randrange(V) for _ in range(T)]}) + "\n")
+PY
+  : > "$OUT/dorac_bench.jsonl"
+  for spec in "gpt2 8 1024 c_attn,c_proj,c_fc" "llama1b 4 2048 all-linear"; do
+    set -- $spec
+    arch=$1 B=$2 T=$3 targets=$4
+    for method in lora dora full; do
+      extra="--rank 16 --alpha 32 --targets $targets"
+      [ $method = full ] && extra=""
+      rm -rf /tmp/run
+      timeout 120 $BIN/dorac train --model /tmp/models/$arch --data /tmp/ids_$arch.jsonl --out /tmp/run \
+        --method $method $extra --batch-size $B --seq-len $T --no-pack --long truncate --steps 12 --warmup 0 \
+        --lr 1e-4 --device cuda --log-every 1 > /tmp/train.log 2>&1
+      rc=$?
+      python3 - "$arch" "$method" "$B" "$T" "$rc" >> "$OUT/dorac_bench.jsonl" <<'PY'
+import json, sys, re
+arch, method, B, T, rc = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+rec = dict(engine="dorac", arch=arch, mode=method, B=B, T=T, rc=rc)
+try:
+    steps = [json.loads(l) for l in open("/tmp/run/metrics.jsonl") if l.strip()]
+    tps = sorted(s["tokens_per_s"] for s in steps[3:])
+    rec["tok_s"] = round(tps[len(tps) // 2]) if tps else None
+    rec["losses"] = [round(s["loss"], 4) for s in steps[:3]] + [round(steps[-1]["loss"], 4)]
+except Exception as e:
+    rec["error"] = str(e)
+log = open("/tmp/train.log").read()
+m = re.search(r"peak memory ([0-9.]+) GiB", log)
+rec["peak_gib"] = float(m.group(1)) if m else None
+if rc: rec["log_tail"] = log[-600:]
+print(json.dumps(rec))
+PY
+      tail -n 1 "$OUT/dorac_bench.jsonl" | tee -a "$OUT/bench.log"
+    done
+  done
+fi
