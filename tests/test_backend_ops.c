@@ -81,7 +81,7 @@
 
 /* Every entry of the struct has a case below. If this fires, an entry was
 ** added to backend.h: add its test case here, then the count. */
-_Static_assert((sizeof(dorac_backend) - offsetof(dorac_backend, destroy)) / sizeof(void (*)(void)) == 37,
+_Static_assert((sizeof(dorac_backend) - offsetof(dorac_backend, destroy)) / sizeof(void (*)(void)) == 39,
                "dorac_backend gained or lost an entry: update test_backend_ops.c");
 
 /* ---------------------------------------------------------------------- */
@@ -642,6 +642,37 @@ static void scale_cols_cases(dorac_backend *cpu, dorac_backend *dev) {
     }
 }
 
+/* Y (R, C + 4) at column 2 (BF16 pairs 4-byte aligned) or (R, C + 3) at
+** column 1 (not aligned), in place; U (R, rank + 1) at column 1; B (C, rank); scale, bias
+** (1, C) or absent. Through dorac_lora_up_scale: the CPU runs the slow twin
+** (gemm, then scale_cols_add_bias), a backend with the fused op runs it. */
+static int run_lora_up_scale(dorac_backend *be, const dorac_tensor *t, const op_case *c) {
+    dorac_tensor Y = cols_of(&t[0], c->off, c->C), U = cols_of(&t[1], 1, c->rank);
+    return dorac_lora_up_scale(be, &Y, &U, &t[2], c->scale, &t[3], &t[4]);
+}
+
+static void lora_up_scale_cases(dorac_backend *cpu, dorac_backend *dev) {
+    static const int64_t ranks[] = {4, 8, 16, 24, 32, 48};
+    for (int ri = 0; ri < 6; ri++)
+        for (int v = 0; v < 4; v++) {
+            bool with_scale = v != 1, with_bias = v >= 2;
+            op_case c = new_case("lora_up_scale", run_lora_up_scale);
+            c.R = v == 3 ? 300 : 137, c.C = v == 3 ? 777 : 520, c.rank = ranks[ri], c.scale = 2.0;
+            c.off = v == 3 ? 1 : 2;
+            snprintf(c.shape, sizeof c.shape, "Y(%lld,%lld)+%lld r%lld scale %s bias %s", (long long)c.R,
+                     (long long)c.C, (long long)c.off, (long long)c.rank, with_scale ? "yes" : "no",
+                     with_bias ? "yes" : "no");
+            /* ld even with off 2: BF16 column pairs 4-byte aligned (the vector path) */
+            add(&c, output("Y", ROLE_ACT, c.R, c.C + (c.off == 2 ? 4 : 3), c.off, c.C, CLS_GEMM, false));
+            add(&c, input("U", ROLE_ACT, c.R, c.rank + 1, -1, 1));
+            add(&c, input("B", ROLE_PARAM, c.C, c.rank, -0.2, 0.2));
+            add(&c, with_scale ? input("scale", ROLE_PARAM, 1, c.C, 0.5, 1.5) : absent("scale", ROLE_PARAM));
+            add(&c, with_bias ? input("bias", ROLE_WEIGHT, 1, c.C, -1, 1) : absent("bias", ROLE_WEIGHT));
+            c.determinism = ri == 2 && v == 2;
+            run_case(cpu, dev, &c);
+        }
+}
+
 /* out (R, C + 2) at column 1 and X (R, C + 3) at column 2, or, aliased, X
 ** is out's view; w (1, R) */
 static int run_scale_rows(dorac_backend *be, const dorac_tensor *t, const op_case *c) {
@@ -795,7 +826,36 @@ static int run_sum_squares(dorac_backend *be, const dorac_tensor *t, const op_ca
     return be->upload(be, &t[1], &s, DORAC_DTYPE_F64);
 }
 
+/* X (R, C + 2) at column 1 split into three views (top rows, bottom rows,
+** one element); sum_squares_many of them into t[1]. The result must also
+** equal, bit for bit, sum_squares of each added in order. */
+static int run_sum_squares_many(dorac_backend *be, const dorac_tensor *t, const op_case *c) {
+    dorac_tensor X = cols_of(&t[0], 1, c->C);
+    dorac_tensor top = dorac_tensor_rows(&X, 0, c->R / 2), bottom = dorac_tensor_rows(&X, c->R / 2, c->R - c->R / 2);
+    dorac_tensor one = dorac_tensor_rows(&X, 0, 1);
+    one.cols = 1;
+    const dorac_tensor *list[] = {&top, &bottom, &one};
+    double many = NAN, loop = 0;
+    DORAC_TRY(dorac_sum_squares_many(be, list, 3, &many));
+    for (int i = 0; i < 3; i++) {
+        double s;
+        DORAC_TRY(be->sum_squares(be, list[i], &s));
+        loop += s;
+    }
+    if (many != loop)
+        return dorac_error(DORAC_E_NUMERIC, "sum_squares_many: %.17g differs from the per-tensor sum %.17g", many, loop);
+    return be->upload(be, &t[1], &many, DORAC_DTYPE_F64);
+}
+
 static void sum_squares_cases(dorac_backend *cpu, dorac_backend *dev) {
+    {
+        op_case c = new_case("sum_squares_many", run_sum_squares_many);
+        c.R = 301, c.C = 129;
+        snprintf(c.shape, sizeof c.shape, "3 views of (%lld,%lld)", (long long)c.R, (long long)c.C);
+        add(&c, input("X", ROLE_PARAM, c.R, c.C + 2, -1, 1));
+        add(&c, output("sum", ROLE_STAT, 1, 1, 0, 1, CLS_RED, true));
+        run_case(cpu, dev, &c);
+    }
     static const int64_t shapes[][2] = {{37, 65}, {1, 1}, {512, 1000}};
     for (int s = 0; s < 3; s++)
         for (int r = 0; r < 2; r++) {
@@ -1236,7 +1296,7 @@ static void check_entries(dorac_backend *dev) {
     for (size_t i = 0; i < n; i++)
         if (!entries[i].set) note("backend", entries[i].name, "entry is NULL", false);
     char msg[96];
-    snprintf(msg, sizeof msg, "%zu entries checked (+ synchronize, optional)", n);
+    snprintf(msg, sizeof msg, "%zu entries checked (+ synchronize and sum_squares_many, optional)", n);
     note("backend", dev->name, msg, true);
 }
 
@@ -1601,6 +1661,7 @@ int main(void) {
     row_sumsq_cases(cpu, dev);
     col_sum_cases(cpu, dev);
     scale_cols_cases(cpu, dev);
+    lora_up_scale_cases(cpu, dev);
     scale_rows_cases(cpu, dev);
     dropout_cases(cpu, dev);
     dora_norm_cases(cpu, dev);

@@ -223,11 +223,17 @@ int dorac_linear_forward_ex(dorac_linear *L, const dorac_tensor *y, const dorac_
     DORAC_TRY(check_activation(L, x, N, L->in, "x"));
     DORAC_TRY(check_activation(L, y, N, L->out, "y"));
 
+    /* g = m / n from the factored norm: needs only the parameters */
+    bool dora = L->cfg.method == DORAC_METHOD_DORA;
+    if (dora && update_norm) DORAC_TRY(dorac_dora_update_norm(L));
+    const dorac_tensor *g = dora ? &L->g : NULL;
+
     /* h = x W0^T: the frozen base GEMM, written straight into y */
     DORAC_TRY(be->gemm(be, y, x, false, &L->t.W, true, 1.0, 0.0));
 
     if (dorac_linear_has_adapter(L)) {
-        /* u = drop(x) A^T; z = h + s u B^T, accumulated into y */
+        /* u = drop(x) A^T; y = g ⊙ (h + s u B^T) + b in one pass where the
+        ** backend fuses it (dorac_lora_up_scale) */
         dorac_tensor u_scratch = dorac_tensor_none(be->act_type);
         const dorac_tensor *u_use = u;
         if (!u || !u->data) {
@@ -236,17 +242,12 @@ int dorac_linear_forward_ex(dorac_linear *L, const dorac_tensor *y, const dorac_
         }
         int rc = check_activation(L, u_use, N, L->cfg.rank, "u");
         if (!rc) rc = adapter_input_forward(L, u_use, x, dropout_seed);
-        if (!rc) rc = be->gemm(be, y, u_use, false, &L->t.B, true, L->scale, 1.0);
+        if (!rc) rc = dorac_lora_up_scale(be, y, u_use, &L->t.B, L->scale, g, &L->t.bias);
         dorac_tensor_free(be, &u_scratch);
-        DORAC_TRY(rc);
+        return rc;
     }
-
-    if (L->cfg.method == DORAC_METHOD_DORA) {
-        /* y = g ⊙ z + b, g = m / n from the factored norm */
-        if (update_norm) DORAC_TRY(dorac_dora_update_norm(L));
-        return be->scale_cols_add_bias(be, y, &L->g, &L->t.bias);
-    }
-    return be->scale_cols_add_bias(be, y, NULL, &L->t.bias);
+    /* y = g ⊙ h + b (DoRA with r = 0), or h + b */
+    return be->scale_cols_add_bias(be, y, g, &L->t.bias);
 }
 
 /* ---------------------------------------------------------------------- */

@@ -50,6 +50,26 @@ const char *dorac_shape_str(const dorac_tensor *t, char *buf, size_t size) {
     return buf;
 }
 
+int dorac_sum_squares_many(dorac_backend *be, const dorac_tensor *const *X, size_t n, double *out) {
+    if (be->sum_squares_many) return be->sum_squares_many(be, X, n, out);
+    double total = 0;
+    for (size_t i = 0; i < n; i++) {
+        double s;
+        DORAC_TRY(be->sum_squares(be, X[i], &s));
+        total += s;
+    }
+    *out = total;
+    return DORAC_OK;
+}
+
+int dorac_lora_up_scale(dorac_backend *be, const dorac_tensor *Y, const dorac_tensor *U,
+                        const dorac_tensor *B, double s, const dorac_tensor *scale,
+                        const dorac_tensor *bias) {
+    if (be->lora_up_scale) return be->lora_up_scale(be, Y, U, B, s, scale, bias);
+    DORAC_TRY(be->gemm(be, Y, U, false, B, true, s, 1.0));
+    return be->scale_cols_add_bias(be, Y, scale, bias);
+}
+
 static int open_cuda(int device, dorac_backend **out) {
     *out = dorac_backend_cuda_create((dorac_cuda_params){device});
     if (*out) return DORAC_OK;

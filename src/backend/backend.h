@@ -141,10 +141,26 @@ struct dorac_backend {
                                    const dorac_tensor *w, const dorac_tensor *zsum,
                                    const dorac_tensor *m, const dorac_tensor *n);
 
+    /* (optional) The adapter's up-projection with DoRA's epilogue, in one
+    ** pass over Y (N,out), which holds h = x W0^T on entry:
+    **   Y[i,o] = scale[o] * (Y[i,o] + s * sum_k U[i,k] B[o,k]) + bias[o]
+    ** U (N,r), B (out,r); scale, bias (1,out), either may have data == NULL
+    ** (1 and 0). NULL: callers use dorac_lora_up_scale, whose slow twin is
+    ** gemm (beta 1) then scale_cols_add_bias. */
+    int (*lora_up_scale)(dorac_backend *be, const dorac_tensor *Y, const dorac_tensor *U,
+                         const dorac_tensor *B, double s, const dorac_tensor *scale,
+                         const dorac_tensor *bias);
+
     /* ---- optimizer ---- */
     /* *out = sum of X's squared elements, accumulated in double (waits for
     ** queued work: the result is on the host). */
     int (*sum_squares)(dorac_backend *be, const dorac_tensor *X, double *out);
+    /* (optional) *out = sum over the n tensors X[0..n) of sum_squares(X[i]),
+    ** added in order of i on the host: equal, bit for bit, to calling
+    ** sum_squares on each and adding, but waiting for the device once, not
+    ** n times (global-norm clipping reads hundreds of adapter gradients).
+    ** NULL: callers use dorac_sum_squares_many, which loops. */
+    int (*sum_squares_many)(dorac_backend *be, const dorac_tensor *const *X, size_t n, double *out);
     /* One AdamW step on param, exactly as torch.optim.AdamW (decoupled weight
     ** decay, bias correction for step >= 1):
     **   p *= 1 - lr*wd;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
@@ -267,6 +283,16 @@ void dorac_tensor_free(dorac_backend *be, dorac_tensor *t);
 
 /* "(r, c)" into buf, for error messages. */
 const char *dorac_shape_str(const dorac_tensor *t, char *buf, size_t size);
+
+/* be->sum_squares_many where the backend has it, else sum_squares per
+** tensor, added in order: the slow, obvious twin. */
+int dorac_sum_squares_many(dorac_backend *be, const dorac_tensor *const *X, size_t n, double *out);
+
+/* be->lora_up_scale where the backend has it, else gemm then
+** scale_cols_add_bias. */
+int dorac_lora_up_scale(dorac_backend *be, const dorac_tensor *Y, const dorac_tensor *U,
+                        const dorac_tensor *B, double s, const dorac_tensor *scale,
+                        const dorac_tensor *bias);
 
 /* ---- backends ---- */
 

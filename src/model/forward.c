@@ -154,7 +154,7 @@ static int acts_ensure(dorac_model *m, int64_t B, int64_t T, bool train) {
     alloc_t(&al, &a->lnf_rstd, pt, 1, N, "final norm rstd");
     int64_t chunk = N < DORAC_MODEL_HEAD_CHUNK ? N : DORAC_MODEL_HEAD_CHUNK;
     alloc_t(&al, &a->logits, at, chunk, V, "logits chunk");
-    alloc_t(&al, &a->loss, pt, 1, chunk, "loss chunk");
+    alloc_t(&al, &a->loss, pt, 1, N, "token losses"); /* read back once per pass, not per chunk */
     if (dorac_linear_has_adapter(&m->head->L)) alloc_t(&al, &a->u_head, at, chunk, m->head->L.cfg.rank, "head u");
     if (train) {
         bool gpt2 = c->family == DORAC_FAMILY_GPT2;
@@ -262,7 +262,7 @@ static int head_forward(dorac_model *m, bool train, bool has_targets, double gra
     dorac_backend *be = m->be;
     model_acts *a = &m->acts;
     int64_t N = a->N, V = m->cfg.vocab_size, chunk = a->logits.rows;
-    double *loss_host = malloc((size_t)chunk * sizeof *loss_host);
+    double *loss_host = malloc((size_t)N * sizeof *loss_host);
     if (!loss_host) return dorac_error(DORAC_E_NOMEM, "model: out of memory");
     int rc = DORAC_OK;
     for (int64_t i0 = 0; i0 < N && !rc; i0 += chunk) {
@@ -275,18 +275,20 @@ static int head_forward(dorac_model *m, bool train, bool has_targets, double gra
         if (!rc && logits_out) rc = be->download(be, logits_out + (size_t)i0 * (size_t)V, DORAC_DTYPE_F32, &logits_c);
         if (rc || !has_targets) continue;
         dorac_tensor t_c = {(int32_t *)a->targets.data + i0, DORAC_DTYPE_I32, 1, rows, rows};
-        dorac_tensor loss_c = dorac_tensor_rows(&a->loss, 0, 1);
+        dorac_tensor loss_c = a->loss;
+        loss_c.data = (char *)a->loss.data + (size_t)i0 * dorac_dtype_size(a->loss.type);
         loss_c.cols = rows;
         dorac_tensor dlogits_c = train ? dorac_tensor_rows(&a->dlogits, 0, rows) : dorac_tensor_none(be->act_type);
         rc = be->cross_entropy(be, &loss_c, &dlogits_c, &logits_c, &t_c, grad_scale);
-        if (!rc) rc = be->download(be, loss_host, DORAC_DTYPE_F64, &loss_c);
-        for (int64_t i = 0; !rc && i < rows; i++) res->loss_sum += loss_host[i];
         if (!rc && train) {
             dorac_tensor dx_c = dorac_tensor_rows(&a->dlnf, i0, rows);
             rc = dorac_linear_backward(&m->head->L, &dx_c, false, &dlogits_c, &dlogits_c, &x_c, &logits_c,
                                        &u_c, cseed);
         }
     }
+    /* the token losses, added in row order (the order the chunks ran in) */
+    if (!rc && has_targets) rc = be->download(be, loss_host, DORAC_DTYPE_F64, &a->loss);
+    for (int64_t i = 0; !rc && has_targets && i < N; i++) res->loss_sum += loss_host[i];
     free(loss_host);
     return rc;
 }

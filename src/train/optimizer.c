@@ -48,12 +48,13 @@ int dorac_optimizer_init(dorac_optimizer *o, dorac_backend *be, const dorac_trai
 }
 
 int dorac_optimizer_grad_norm(dorac_optimizer *o, double *norm) {
+    const dorac_tensor **grads = malloc((o->n ? o->n : 1) * sizeof *grads);
+    if (!grads) return dorac_error(DORAC_E_NOMEM, "optimizer: out of memory");
+    for (size_t i = 0; i < o->n; i++) grads[i] = o->params[i].grad;
     double total = 0;
-    for (size_t i = 0; i < o->n; i++) {
-        double s;
-        DORAC_TRY(o->be->sum_squares(o->be, o->params[i].grad, &s));
-        total += s;
-    }
+    int rc = dorac_sum_squares_many(o->be, grads, o->n, &total);
+    free(grads);
+    DORAC_TRY(rc);
     *norm = sqrt(total);
     return DORAC_OK;
 }

@@ -9,7 +9,8 @@
 #   device run: carry [.devbin, .devrt, .devbench], command:
 #     bash tools/device/cuda_run.sh check bench
 # Logs land in $OUT (check.log, ops.log, model.log, demo.log, bench.log,
-# peft_bench.jsonl, dorac_bench.jsonl).
+# peft_bench.jsonl, dorac_bench.jsonl, and with `profile` kernels.txt: the
+# GPU time per kernel of 6 DoRA steps on the Llama-1B shape, from nsys).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/dorac-out}
@@ -21,13 +22,13 @@ L=$P/usr/lib/x86_64-linux-gnu
 export LD_LIBRARY_PATH=$L:$L/openblas-openmp:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export OMP_WAIT_POLICY=PASSIVE
 BIN=.devbin
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/check.log"
 
 want() { for a in "${ARGS[@]}"; do [ "$a" = "$1" ] && return 0; done; return 1; }
 ARGS=("$@")
 
 if want check; then
-  echo "== ops: CUDA vs CPU ==" | tee "$OUT/check.log"
+  echo "== ops: CUDA vs CPU ==" | tee -a "$OUT/check.log"
   timeout 150 $BIN/test_backend_ops > "$OUT/ops.log" 2>&1; echo "test_backend_ops rc=$?" | tee -a "$OUT/check.log"
   grep -c " OK" "$OUT/ops.log" | sed 's/^/ops OK lines: /' | tee -a "$OUT/check.log"
   grep "FAIL" "$OUT/ops.log" | head -40 | tee -a "$OUT/check.log"
@@ -88,5 +89,17 @@ print(json.dumps(rec))
 PY
       tail -n 1 "$OUT/dorac_bench.jsonl" | tee -a "$OUT/bench.log"
     done
+  done
+fi
+
+if want profile && command -v nsys >/dev/null && [ -d /tmp/models/llama1b ]; then
+  for method in dora lora; do
+    rm -rf /tmp/run /tmp/prof.*
+    timeout 150 nsys profile -o /tmp/prof -t cuda --force-overwrite true $BIN/dorac train \
+      --model /tmp/models/llama1b --data /tmp/ids_llama1b.jsonl --out /tmp/run --method $method --rank 16 \
+      --alpha 32 --targets all-linear --batch-size 4 --seq-len 2048 --no-pack --long truncate --steps 6 \
+      --warmup 0 --lr 1e-4 --device cuda > /dev/null 2>&1
+    echo "== $method: GPU time by kernel, 6 steps + load (nsys) ==" >> "$OUT/kernels.txt"
+    nsys stats -r cuda_gpu_kern_sum -f csv /tmp/prof.nsys-rep 2>/dev/null | head -30 >> "$OUT/kernels.txt"
   done
 fi

@@ -152,6 +152,7 @@ static void cuda_destroy(dorac_backend *be) {
         cudaFree(ctx->cublas_workspace);
         cudaFree(ctx->dev_result);
         cudaFreeHost(ctx->host_result);
+        cudaFreeHost(ctx->host_many);
         if (ctx->stream) cudaStreamDestroy(ctx->stream);
         free(ctx->host_index);
         free(ctx->alloc_ptr);
@@ -240,7 +241,9 @@ extern "C" dorac_backend *dorac_backend_cuda_create(dorac_cuda_params params) {
     be->dora_norm = CUDA_OP(dora_norm);
     be->dora_scale_backward = CUDA_OP(dora_scale_backward);
     be->dora_magnitude_backward = CUDA_OP(dora_magnitude_backward);
+    be->lora_up_scale = CUDA_OP(lora_up_scale);
     be->sum_squares = CUDA_OP(sum_squares);
+    be->sum_squares_many = CUDA_OP(sum_squares_many);
     be->adamw = CUDA_OP(adamw);
     be->embedding_forward = CUDA_OP(embedding_forward);
     be->embedding_backward = CUDA_OP(embedding_backward);

@@ -64,6 +64,9 @@ typedef struct cuda_context {
     ** host needs (sum_squares) */
     double *dev_result;
     double *host_result;
+    /* pinned host slots for sum_squares_many, grown on demand */
+    double *host_many;
+    size_t host_many_cap;
     /* host scratch for index checks (ids, positions, targets) */
     int32_t *host_index;
     size_t host_index_cap;
@@ -223,7 +226,11 @@ int CUDA_OP(dora_scale_backward)(dorac_backend *be, const dorac_tensor *dz, cons
 int CUDA_OP(dora_magnitude_backward)(dorac_backend *be, const dorac_tensor *dm,
                                      const dorac_tensor *w, const dorac_tensor *zsum,
                                      const dorac_tensor *m, const dorac_tensor *n);
+int CUDA_OP(lora_up_scale)(dorac_backend *be, const dorac_tensor *Y, const dorac_tensor *U,
+                           const dorac_tensor *B, double s, const dorac_tensor *scale,
+                           const dorac_tensor *bias);
 int CUDA_OP(sum_squares)(dorac_backend *be, const dorac_tensor *X, double *out);
+int CUDA_OP(sum_squares_many)(dorac_backend *be, const dorac_tensor *const *X, size_t n, double *out);
 int CUDA_OP(adamw)(dorac_backend *be, const dorac_tensor *param, const dorac_tensor *grad,
                    const dorac_tensor *m, const dorac_tensor *v, double lr, double beta1,
                    double beta2, double eps, double weight_decay, int64_t step, double grad_scale);

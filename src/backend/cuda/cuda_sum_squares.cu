@@ -20,6 +20,11 @@
 **      context's device result, which is copied to its pinned host mirror.
 ** With a single block, pass 1 writes the device result itself and no
 ** scratch is used.
+**
+** sum_squares_many enqueues the same two passes for every tensor, each into
+** its own slot of one device array, copies the array back once and adds
+** the slots in order on the host: the same doubles added in the same order
+** as sum_squares called tensor by tensor, with one wait instead of n.
 */
 #include "backend/cuda/cuda_chunk.cuh"
 
@@ -52,15 +57,9 @@ static __global__ void sum_squares_finish_kernel(double *result, const double *p
     if (threadIdx.x == 0) *result = acc;
 }
 
-int CUDA_OP(sum_squares)(dorac_backend *be, const dorac_tensor *X, double *out) {
-    DORAC_TRY(cuda_check_float(X, "sum_squares", "X"));
-    cuda_context *ctx = cuda_ctx(be);
-    cudaStream_t stream = ctx->stream;
-    if (X->rows == 0 || X->cols == 0) { /* nothing to add, but still wait, as the contract says */
-        DORAC_TRY(cuda_status(cudaStreamSynchronize(stream), "sum_squares", "synchronize"));
-        *out = 0.0;
-        return DORAC_OK;
-    }
+/* Queues the sum of X's squares (X non-empty) into the device double *dst. */
+static int enqueue_sum_squares(dorac_backend *be, const dorac_tensor *X, double *dst) {
+    cudaStream_t stream = cuda_stream(be);
     cuda_view xv = cuda_view_of(X);
     int64_t R = X->rows, C = X->cols;
     if (X->ld == C) { /* contiguous: one long row */
@@ -77,16 +76,57 @@ int CUDA_OP(sum_squares)(dorac_backend *be, const dorac_tensor *X, double *out) 
         if (!partial) return DORAC_E_NOMEM;
     }
     sum_squares_partial_kernel<<<(unsigned)n_blocks, THREADS, 0, stream>>>(
-        partial ? partial : ctx->dev_result, xv, R, C, cpr, n_chunks);
+        partial ? partial : dst, xv, R, C, cpr, n_chunks);
     if (partial) {
-        sum_squares_finish_kernel<<<1, THREADS, 0, stream>>>(ctx->dev_result, partial, n_blocks);
+        sum_squares_finish_kernel<<<1, THREADS, 0, stream>>>(dst, partial, n_blocks);
         be->free(be, partial); /* stream-ordered: after the kernels finish */
     }
-    DORAC_TRY(cuda_launch_status("sum_squares"));
+    return cuda_launch_status("sum_squares");
+}
+
+int CUDA_OP(sum_squares)(dorac_backend *be, const dorac_tensor *X, double *out) {
+    DORAC_TRY(cuda_check_float(X, "sum_squares", "X"));
+    cuda_context *ctx = cuda_ctx(be);
+    cudaStream_t stream = ctx->stream;
+    if (X->rows == 0 || X->cols == 0) { /* nothing to add, but still wait, as the contract says */
+        DORAC_TRY(cuda_status(cudaStreamSynchronize(stream), "sum_squares", "synchronize"));
+        *out = 0.0;
+        return DORAC_OK;
+    }
+    DORAC_TRY(enqueue_sum_squares(be, X, ctx->dev_result));
     DORAC_TRY(cuda_status(cudaMemcpyAsync(ctx->host_result, ctx->dev_result, sizeof(double),
                                           cudaMemcpyDeviceToHost, stream),
                           "sum_squares", "copy to host"));
     DORAC_TRY(cuda_status(cudaStreamSynchronize(stream), "sum_squares", "synchronize"));
     *out = *ctx->host_result;
     return DORAC_OK;
+}
+
+int CUDA_OP(sum_squares_many)(dorac_backend *be, const dorac_tensor *const *X, size_t n, double *out) {
+    for (size_t i = 0; i < n; i++) DORAC_TRY(cuda_check_float(X[i], "sum_squares_many", "X[i]"));
+    cudaStream_t stream = cuda_stream(be);
+    cuda_context *ctx = cuda_ctx(be);
+    if (n > ctx->host_many_cap) {
+        cudaFreeHost(ctx->host_many);
+        ctx->host_many = NULL;
+        ctx->host_many_cap = 0;
+        DORAC_TRY(cuda_status(cudaMallocHost(&ctx->host_many, n * sizeof(double)), "sum_squares_many",
+                              "pinned host buffer"));
+        ctx->host_many_cap = n;
+    }
+    double *dev = (double *)be->alloc(be, (n ? n : 1) * sizeof(double)), *host = ctx->host_many;
+    if (!dev) return DORAC_E_NOMEM;
+    int rc = DORAC_OK;
+    if (!rc && n) rc = cuda_status(cudaMemsetAsync(dev, 0, n * sizeof(double), stream), "sum_squares_many", "memset");
+    for (size_t i = 0; !rc && i < n; i++)
+        if (X[i]->rows > 0 && X[i]->cols > 0) rc = enqueue_sum_squares(be, X[i], dev + i);
+    if (!rc && n)
+        rc = cuda_status(cudaMemcpyAsync(host, dev, n * sizeof(double), cudaMemcpyDeviceToHost, stream),
+                         "sum_squares_many", "copy to host");
+    if (!rc) rc = cuda_status(cudaStreamSynchronize(stream), "sum_squares_many", "synchronize");
+    double total = 0.0;
+    for (size_t i = 0; !rc && i < n; i++) total += host[i];
+    if (!rc) *out = total;
+    be->free(be, dev);
+    return rc;
 }
