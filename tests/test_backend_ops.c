@@ -81,7 +81,7 @@
 
 /* Every entry of the struct has a case below. If this fires, an entry was
 ** added to backend.h: add its test case here, then the count. */
-_Static_assert((sizeof(dorac_backend) - offsetof(dorac_backend, destroy)) / sizeof(void (*)(void)) == 39,
+_Static_assert((sizeof(dorac_backend) - offsetof(dorac_backend, destroy)) / sizeof(void (*)(void)) == 40,
                "dorac_backend gained or lost an entry: update test_backend_ops.c");
 
 /* ---------------------------------------------------------------------- */
@@ -877,7 +877,36 @@ static int run_adamw(dorac_backend *be, const dorac_tensor *t, const op_case *c)
     return DORAC_OK;
 }
 
+/* Two tensors through dorac_adamw_many (the CPU loops adamw, a backend
+** with adamw_many runs it): t[0..3] param (R, C + 1) at column 1, grad, m,
+** v; t[4..7] the same for a (3, 11) tensor without weight decay. Exact:
+** adamw_many must equal adamw, which equals the CPU bit for bit in F32. */
+static int run_adamw_many(dorac_backend *be, const dorac_tensor *t, const op_case *c) {
+    dorac_tensor p0 = cols_of(&t[0], 1, c->C), p1 = cols_of(&t[4], 1, 11);
+    dorac_adamw_item items[2] = {{&p0, &t[1], &t[2], &t[3], true}, {&p1, &t[5], &t[6], &t[7], false}};
+    for (int64_t s = 0; s < c->steps; s++)
+        DORAC_TRY(dorac_adamw_many(be, items, 2, c->lr, 0.9, 0.999, 1e-8, c->wd, c->step0 + s, c->gscale));
+    return DORAC_OK;
+}
+
 static void adamw_cases(dorac_backend *cpu, dorac_backend *dev) {
+    {
+        op_case c = new_case("adamw_many", run_adamw_many);
+        c.R = 37, c.C = 65, c.steps = 3, c.step0 = 4, c.lr = 1e-2, c.wd = 0.01, c.gscale = 0.7;
+        snprintf(c.shape, sizeof c.shape, "(%lld,%lld)+(3,11) %lld steps wd %g on the first", (long long)c.R,
+                 (long long)c.C, (long long)c.steps, c.wd);
+        for (int k = 0; k < 2; k++) {
+            int64_t R = k ? 3 : c.R, C = k ? 11 : c.C;
+            add(&c, output("param", ROLE_PARAM, R, C + 1, 1, C, CLS_EXACT, false));
+            add(&c, input("grad", ROLE_PARAM, R, C, -1, 1));
+            buf_spec m = output("m", ROLE_PARAM, R, C, 0, C, CLS_EXACT, false);
+            buf_spec vv = output("v", ROLE_PARAM, R, C, 0, C, CLS_EXACT, false);
+            m.lo = -0.1, m.hi = 0.1, vv.lo = 1e-4, vv.hi = 1e-2;
+            add(&c, m);
+            add(&c, vv);
+        }
+        run_case(cpu, dev, &c);
+    }
     for (int v = 0; v < 2; v++) {
         /* v: 0 from zero moments at step 1, no decay; 1 warm moments at step 7, decay, clipping scale */
         op_case c = new_case("adamw", run_adamw);
@@ -1296,7 +1325,7 @@ static void check_entries(dorac_backend *dev) {
     for (size_t i = 0; i < n; i++)
         if (!entries[i].set) note("backend", entries[i].name, "entry is NULL", false);
     char msg[96];
-    snprintf(msg, sizeof msg, "%zu entries checked (+ synchronize and sum_squares_many, optional)", n);
+    snprintf(msg, sizeof msg, "%zu entries checked (+ the optional synchronize, lora_up_scale, sum_squares_many, adamw_many)", n);
     note("backend", dev->name, msg, true);
 }
 

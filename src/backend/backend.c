@@ -70,6 +70,17 @@ int dorac_lora_up_scale(dorac_backend *be, const dorac_tensor *Y, const dorac_te
     return be->scale_cols_add_bias(be, Y, scale, bias);
 }
 
+int dorac_adamw_many(dorac_backend *be, const dorac_adamw_item *items, size_t n, double lr,
+                     double beta1, double beta2, double eps, double weight_decay, int64_t step,
+                     double grad_scale) {
+    if (be->adamw_many)
+        return be->adamw_many(be, items, n, lr, beta1, beta2, eps, weight_decay, step, grad_scale);
+    for (size_t i = 0; i < n; i++)
+        DORAC_TRY(be->adamw(be, items[i].param, items[i].grad, items[i].m, items[i].v, lr, beta1, beta2,
+                            eps, items[i].decay ? weight_decay : 0.0, step, grad_scale));
+    return DORAC_OK;
+}
+
 static int open_cuda(int device, dorac_backend **out) {
     *out = dorac_backend_cuda_create((dorac_cuda_params){device});
     if (*out) return DORAC_OK;

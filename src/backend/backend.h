@@ -55,6 +55,13 @@ typedef struct dorac_mem_stats {
 
 typedef struct dorac_backend dorac_backend;
 
+/* One tensor of a multi-tensor AdamW step: param, its gradient, and its
+** moments, all of param's shape; decay says whether weight decay applies. */
+typedef struct dorac_adamw_item {
+    const dorac_tensor *param, *grad, *m, *v;
+    bool decay;
+} dorac_adamw_item;
+
 struct dorac_backend {
     const char *name;        /* "cpu", "cpu64", "cuda" */
     void *context;           /* backend-private state */
@@ -170,6 +177,14 @@ struct dorac_backend {
     int (*adamw)(dorac_backend *be, const dorac_tensor *param, const dorac_tensor *grad,
                  const dorac_tensor *m, const dorac_tensor *v, double lr, double beta1, double beta2,
                  double eps, double weight_decay, int64_t step, double grad_scale);
+
+    /* (optional) adamw on each of n items, with weight_decay on those whose
+    ** decay is set and 0 on the rest: the same result, bit for bit, as n
+    ** adamw calls, in a handful of launches instead of n. NULL: callers use
+    ** dorac_adamw_many, which loops. */
+    int (*adamw_many)(dorac_backend *be, const dorac_adamw_item *items, size_t n, double lr,
+                      double beta1, double beta2, double eps, double weight_decay, int64_t step,
+                      double grad_scale);
 
     /* ---- transformer ops ----
     ** Size letters: N rows (B*T), C channels, V vocabulary, B batch, T time,
@@ -293,6 +308,11 @@ int dorac_sum_squares_many(dorac_backend *be, const dorac_tensor *const *X, size
 int dorac_lora_up_scale(dorac_backend *be, const dorac_tensor *Y, const dorac_tensor *U,
                         const dorac_tensor *B, double s, const dorac_tensor *scale,
                         const dorac_tensor *bias);
+
+/* be->adamw_many where the backend has it, else adamw per item. */
+int dorac_adamw_many(dorac_backend *be, const dorac_adamw_item *items, size_t n, double lr,
+                     double beta1, double beta2, double eps, double weight_decay, int64_t step,
+                     double grad_scale);
 
 /* ---- backends ---- */
 

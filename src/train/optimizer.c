@@ -65,11 +65,14 @@ int dorac_optimizer_step(dorac_optimizer *o, const dorac_adamw_config *c, double
         double coef = c->max_grad_norm / (grad_norm + 1e-6);
         scale = coef < 1.0 ? coef : 1.0;
     }
-    o->step++;
+    dorac_adamw_item *items = malloc((o->n ? o->n : 1) * sizeof *items);
+    if (!items) return dorac_error(DORAC_E_NOMEM, "optimizer: out of memory");
     for (size_t i = 0; i < o->n; i++)
-        DORAC_TRY(o->be->adamw(o->be, o->params[i].value, o->params[i].grad, &o->m[i], &o->v[i], lr, c->beta1,
-                               c->beta2, c->eps, o->params[i].decay ? c->weight_decay : 0.0, o->step, scale));
-    return DORAC_OK;
+        items[i] = (dorac_adamw_item){o->params[i].value, o->params[i].grad, &o->m[i], &o->v[i], o->params[i].decay};
+    o->step++;
+    int rc = dorac_adamw_many(o->be, items, o->n, lr, c->beta1, c->beta2, c->eps, c->weight_decay, o->step, scale);
+    free(items);
+    return rc;
 }
 
 int dorac_optimizer_save(dorac_optimizer *o, const char *path) {

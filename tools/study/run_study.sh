@@ -21,7 +21,9 @@
 # docs/study/. A finished run leaves runs/NAME/result.json and is not run again,
 # so the command can be restarted after an interruption; FRESH=1 starts over.
 # Knobs (environment): STEPS (200), SEEDS ("42 1 2": the first is the grid's),
-# THREADS (2), DEVICE (cpu, the scale reported in docs/EXPERIMENTS.md), VARIANTS, FULL_GRID,
+# BASE (demo/base), TRAIN, EVAL (the Jargon File jsonl files; the definition-loss metric
+# expects that format), THREADS (2), DEVICE (cpu, the scale reported in docs/EXPERIMENTS.md),
+# VARIANTS, FULL_GRID,
 # ADAPTER_GRID, MAX_EXT (1), OUT (out/study), DOCS (docs/study).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -44,9 +46,9 @@ FULL_GRID=${FULL_GRID:-"1e-3 3e-3 1e-2"}
 ADAPTER_GRID=${ADAPTER_GRID:-"3e-3 1e-2 3e-2"}
 MAX_EXT=${MAX_EXT:-1}
 VARIANTS=(${VARIANTS:-full lora_r8 lora_r16 dora_r4 dora_r8 dora_r16})
-BASE=demo/base
-TRAIN=demo/data/jargon_train.jsonl
-EVAL=demo/data/jargon_eval.jsonl
+BASE=${BASE:-demo/base}
+TRAIN=${TRAIN:-demo/data/jargon_train.jsonl}
+EVAL=${EVAL:-demo/data/jargon_eval.jsonl}
 PY="python3 tools/study/study.py"
 
 if [ ! -x "$D" ]; then
@@ -158,7 +160,7 @@ cp "$OUT/analysis/all_all/stdout.txt" "$DOCS/analyze_all_every_run.txt"
 for v in "${VARIANTS[@]}"; do
   lr=$($PY best "$OUT" "$v" "$SEED0")
   "$D" plot "$OUT/runs/${v}_lr${lr}_s$SEED0" --out "$DOCS/loss_$v.svg" \
-    --title "$v, lr $lr, seed $SEED0: Jargon File, demo/base" >/dev/null
+    --title "$v, lr $lr, seed $SEED0: Jargon File, $BASE" >/dev/null
 done
 $PY report "$OUT" "$DOCS" "$SEED0"
 log "finished: tables in $DOCS/tables.md, figures in $DOCS/, runs in $OUT/runs/"

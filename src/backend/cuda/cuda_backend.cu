@@ -245,6 +245,7 @@ extern "C" dorac_backend *dorac_backend_cuda_create(dorac_cuda_params params) {
     be->sum_squares = CUDA_OP(sum_squares);
     be->sum_squares_many = CUDA_OP(sum_squares_many);
     be->adamw = CUDA_OP(adamw);
+    be->adamw_many = CUDA_OP(adamw_many);
     be->embedding_forward = CUDA_OP(embedding_forward);
     be->embedding_backward = CUDA_OP(embedding_backward);
     be->rmsnorm_forward = CUDA_OP(rmsnorm_forward);

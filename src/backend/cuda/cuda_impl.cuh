@@ -234,6 +234,9 @@ int CUDA_OP(sum_squares_many)(dorac_backend *be, const dorac_tensor *const *X, s
 int CUDA_OP(adamw)(dorac_backend *be, const dorac_tensor *param, const dorac_tensor *grad,
                    const dorac_tensor *m, const dorac_tensor *v, double lr, double beta1,
                    double beta2, double eps, double weight_decay, int64_t step, double grad_scale);
+int CUDA_OP(adamw_many)(dorac_backend *be, const dorac_adamw_item *items, size_t n, double lr,
+                        double beta1, double beta2, double eps, double weight_decay, int64_t step,
+                        double grad_scale);
 int CUDA_OP(embedding_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *ids,
                                const dorac_tensor *table, bool accumulate);
 int CUDA_OP(embedding_backward)(dorac_backend *be, const dorac_tensor *dtable,
