@@ -62,6 +62,23 @@ int dorac_sum_squares_many(dorac_backend *be, const dorac_tensor *const *X, size
     return DORAC_OK;
 }
 
+int dorac_gemm_shape(const dorac_tensor *C, const dorac_tensor *A, bool trans_a, const dorac_tensor *B,
+                     bool trans_b, int64_t *M, int64_t *N, int64_t *K) {
+    *M = trans_a ? A->cols : A->rows;
+    *K = trans_a ? A->rows : A->cols;
+    int64_t Kb = trans_b ? B->cols : B->rows;
+    *N = trans_b ? B->rows : B->cols;
+    if (*K != Kb || C->rows != *M || C->cols != *N)
+        return dorac_error(DORAC_E_INVALID,
+                           "gemm: op(A) is (%lld, %lld), op(B) is (%lld, %lld), C is (%lld, %lld)",
+                           (long long)*M, (long long)*K, (long long)Kb, (long long)*N,
+                           (long long)C->rows, (long long)C->cols);
+    if (*M > INT32_MAX || *N > INT32_MAX || *K > INT32_MAX || A->ld > INT32_MAX ||
+        B->ld > INT32_MAX || C->ld > INT32_MAX)
+        return dorac_error(DORAC_E_UNSUPPORTED, "gemm: dimension exceeds the 32-bit BLAS interface");
+    return DORAC_OK;
+}
+
 int dorac_lora_up_scale(dorac_backend *be, const dorac_tensor *Y, const dorac_tensor *U,
                         const dorac_tensor *B, double s, const dorac_tensor *scale,
                         const dorac_tensor *bias) {

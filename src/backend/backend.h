@@ -303,6 +303,12 @@ const char *dorac_shape_str(const dorac_tensor *t, char *buf, size_t size);
 ** tensor, added in order: the slow, obvious twin. */
 int dorac_sum_squares_many(dorac_backend *be, const dorac_tensor *const *X, size_t n, double *out);
 
+/* The sizes of gemm's C (M,N) = op(A) (M,K) op(B) (K,N), checked: the
+** same DORAC_E_INVALID message on every backend for operands that do not
+** fit, DORAC_E_UNSUPPORTED for a size past the 32-bit BLAS interface. */
+int dorac_gemm_shape(const dorac_tensor *C, const dorac_tensor *A, bool trans_a, const dorac_tensor *B,
+                     bool trans_b, int64_t *M, int64_t *N, int64_t *K);
+
 /* be->lora_up_scale where the backend has it, else gemm then
 ** scale_cols_add_bias. */
 int dorac_lora_up_scale(dorac_backend *be, const dorac_tensor *Y, const dorac_tensor *U,

@@ -7,7 +7,7 @@
 # Binaries are built here (no GPU needed to compile) and carried:
 #   bash tools/device/prepare.sh          # builds .devbin/, fills .deps/ and .devbench/
 #   device run: carry [.devbin, .devrt, .devbench], command:
-#     bash tools/device/cuda_run.sh check bench
+#     bash tools/device/cuda_run.sh check bench   (also: cli, profile)
 # Logs land in $OUT (check.log, ops.log, model.log, demo.log, bench.log,
 # peft_bench.jsonl, dorac_bench.jsonl, and with `profile` kernels.txt: the
 # GPU time per kernel of 6 DoRA steps on the Llama-1B shape, from nsys).
@@ -43,6 +43,25 @@ if want check; then
     echo "demo $dev rc=$?" >> "$OUT/demo.log"
   done
   tail -n 14 "$OUT/demo.log"
+fi
+
+if want cli; then
+  # every subcommand that takes --device, on both backends (results in cli.log)
+  F=tests/fixtures/models
+  {
+    for dev in cpu cuda; do
+      echo "-- $dev"
+      $BIN/dorac eval --model $F/llama-gqa --data $F/eval.jsonl --device $dev --json
+      $BIN/dorac eval --model $F/gpt2 --adapter $F/gpt2/adapters/dora --data $F/eval.jsonl --device $dev --json
+      rm -rf /tmp/merged-$dev
+      $BIN/dorac merge --model $F/gpt2 --adapter $F/gpt2/adapters/dora --out /tmp/merged-$dev --device $dev &&
+        $BIN/dorac eval --model /tmp/merged-$dev --data $F/eval.jsonl --device cpu --json
+      $BIN/dorac generate --model demo/base --prompt "In the beginning" --max-new-tokens 24 --temperature 0 \
+        --device $dev
+      echo "rc=$?"
+    done
+  } > "$OUT/cli.log" 2>&1
+  cat "$OUT/cli.log"
 fi
 
 if want bench; then

@@ -138,18 +138,8 @@ int CPU_FN(gemm)(dorac_backend *be, const dorac_tensor *C, const dorac_tensor *A
     DORAC_TRY(check_type(A, "gemm", "A"));
     DORAC_TRY(check_type(B, "gemm", "B"));
     DORAC_TRY(check_type(C, "gemm", "C"));
-    int64_t M = trans_a ? A->cols : A->rows;
-    int64_t K = trans_a ? A->rows : A->cols;
-    int64_t Kb = trans_b ? B->cols : B->rows;
-    int64_t N = trans_b ? B->rows : B->cols;
-    if (K != Kb || C->rows != M || C->cols != N)
-        return dorac_error(DORAC_E_INVALID,
-                           "gemm: op(A) is (%lld, %lld), op(B) is (%lld, %lld), C is (%lld, %lld)",
-                           (long long)M, (long long)K, (long long)Kb, (long long)N,
-                           (long long)C->rows, (long long)C->cols);
-    if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || A->ld > INT32_MAX ||
-        B->ld > INT32_MAX || C->ld > INT32_MAX)
-        return dorac_error(DORAC_E_UNSUPPORTED, "gemm: dimension exceeds the 32-bit BLAS interface");
+    int64_t M, N, K;
+    DORAC_TRY(dorac_gemm_shape(C, A, trans_a, B, trans_b, &M, &N, &K));
     if (M == 0 || N == 0) return DORAC_OK;
     if (K == 0) { /* op(A) op(B) is all zeros: C = beta C */
         for (int64_t i = 0; i < M; i++) {

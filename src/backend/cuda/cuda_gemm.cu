@@ -54,18 +54,8 @@ extern "C" int CUDA_OP(gemm)(dorac_backend *be, const dorac_tensor *C, const dor
     DORAC_TRY(cuda_check_float(A, "gemm", "A"));
     DORAC_TRY(cuda_check_float(B, "gemm", "B"));
     DORAC_TRY(cuda_check_float(C, "gemm", "C"));
-    int64_t M = trans_a ? A->cols : A->rows;
-    int64_t K = trans_a ? A->rows : A->cols;
-    int64_t Kb = trans_b ? B->cols : B->rows;
-    int64_t N = trans_b ? B->rows : B->cols;
-    if (K != Kb || C->rows != M || C->cols != N)
-        return dorac_error(DORAC_E_INVALID,
-                           "gemm: op(A) is (%lld, %lld), op(B) is (%lld, %lld), C is (%lld, %lld)",
-                           (long long)M, (long long)K, (long long)Kb, (long long)N,
-                           (long long)C->rows, (long long)C->cols);
-    if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || A->ld > INT32_MAX ||
-        B->ld > INT32_MAX || C->ld > INT32_MAX)
-        return dorac_error(DORAC_E_UNSUPPORTED, "gemm: dimension exceeds the 32-bit cuBLAS interface");
+    int64_t M, N, K;
+    DORAC_TRY(dorac_gemm_shape(C, A, trans_a, B, trans_b, &M, &N, &K));
     if (M == 0 || N == 0) return DORAC_OK;
     if (K == 0) /* op(A) op(B) is all zeros: C = beta C */
         return beta == 0.0 ? CUDA_OP(fill)(be, C, 0.0) : CUDA_OP(axpby)(be, C, C, beta, 0.0);
