@@ -44,6 +44,11 @@ int cli_session_open(cli_session *s, const char *model_dir, const char *adapter_
                      const char *device, bool want_tokenizer);
 void cli_session_close(cli_session *s);
 
+/* `train --nproc-per-node N` (launch.c): runs N copies of `dorac train
+** argv...` (without that flag) with torchrun's variables set, waits for
+** them; returns the first failed copy's exit status, or 0. */
+int cli_launch_local(int argc, char **argv, int nproc);
+
 
 int cli_layer_demo(int argc, char **argv);
 int cli_eval(int argc, char **argv);

@@ -11,10 +11,12 @@
 
 #include "cli/cli.h"
 #include "cli/options.h"
+#include "core/error.h"
 #include "train/trainer.h"
 
 typedef struct progress_ctx {
     bool tty;
+    bool quiet; /* a data-parallel rank other than 0: rank 0 reports */
     int64_t log_every;
     double last_eval;
 } progress_ctx;
@@ -27,6 +29,7 @@ static void fmt_time(char *buf, size_t cap, double s) {
 
 static bool on_step(void *ctx, const dorac_train_progress *p) {
     progress_ctx *pc = ctx;
+    if (pc->quiet) return true;
     if (!isnan(p->eval_loss)) pc->last_eval = p->eval_loss;
     char eta[32], ev[32] = "";
     fmt_time(eta, sizeof eta, p->eta_s);
@@ -46,6 +49,7 @@ static bool on_step(void *ctx, const dorac_train_progress *p) {
 
 static void on_note(void *ctx, const char *msg) {
     progress_ctx *pc = ctx;
+    if (pc->quiet) return;
     fprintf(stderr, "%sdorac: %s\n", pc->tty ? "\r\033[K" : "", msg);
 }
 
@@ -54,7 +58,7 @@ int cli_train(int argc, char **argv) {
     dorac_train_config_defaults(&c);
     const char *method = "dora", *norm_grad = "detach", *schedule = "linear", *init = "pretrained", *long_mode = "split";
     const char *save_dtype = "f32";
-    int64_t rank = 16, warmup = -1, threads = 0, log_every = 10, seed = 42;
+    int64_t rank = 16, warmup = -1, threads = 0, log_every = 10, seed = 42, nproc = 1;
     double alpha = -1;
     bool no_pack = false;
     cli_opt opts[] = {
@@ -85,6 +89,7 @@ int cli_train(int argc, char **argv) {
         {"seed", OPT_INT, &seed, "seed for adapter init, data order and dropout (42)", false},
         {"device", OPT_STRING, &c.device, "cuda | cuda:N | cpu | auto (auto: cuda when a GPU is present)", false},
         {"threads", OPT_INT, &threads, "CPU threads (all cores)", false},
+        {"nproc-per-node", OPT_INT, &nproc, "data parallel: start N processes here, one per GPU (under torchrun or mpirun, the rank comes from the environment instead)", false},
         {"eval-every", OPT_INT, &c.eval_every, "evaluate every N steps, 0 = only at the end (0)", false},
         {"eval-batch-size", OPT_INT, &c.eval_batch_size, "sequences per eval pass (8)", false},
         {"save-every", OPT_INT, &c.save_every, "checkpoint every N steps, 0 = never (0)", false},
@@ -147,15 +152,37 @@ int cli_train(int argc, char **argv) {
     c.seed = (uint64_t)seed;
     c.pack = !no_pack;
 #undef SEEN
+    dorac_dist_env env;
+    int erc = dorac_dist_env_read(&env);
+    if (erc) return cli_fail(erc);
+    if (nproc < 1 || nproc > 1024) return cli_usage_error("--nproc-per-node must be in [1, 1024]");
+    if (nproc > 1) {
+        if (env.world > 1)
+            return cli_usage_error("--nproc-per-node starts its own processes: drop it under torchrun or mpirun");
+        return cli_launch_local(argc, argv, (int)nproc);
+    }
+    char device[32];
+    if (env.world > 1) {
+        c.dist = &env;
+        /* one GPU per process: the local rank picks it */
+        if ((!c.device && dorac_cuda_available()) || (c.device && (!strcmp(c.device, "cuda") ||
+                                                                   (!strcmp(c.device, "auto") && dorac_cuda_available())))) {
+            snprintf(device, sizeof device, "cuda:%d", env.local_rank);
+            c.device = device;
+        }
+    }
     dorac_set_num_threads((int)threads);
-    progress_ctx pc = {.tty = isatty(fileno(stderr)) != 0, .log_every = log_every, .last_eval = NAN};
+    progress_ctx pc = {.tty = isatty(fileno(stderr)) != 0, .quiet = env.rank != 0, .log_every = log_every,
+                       .last_eval = NAN};
     dorac_train_callbacks cb = {&pc, on_step, on_note};
     dorac_train_result res;
     int rc = dorac_train(&c, &cb, &res);
     if (rc) {
         if (pc.tty) fputc('\n', stderr);
+        if (env.world > 1) dorac_error_prefix(rc, "rank %d", env.rank);
         return cli_fail(rc);
     }
+    if (env.rank != 0) return CLI_EXIT_OK;
     printf("trained %lld steps in %.1f s, %lld tokens; train loss %.4f -> %.4f", (long long)res.steps_done, res.seconds,
            (long long)res.tokens_seen, res.first_loss, res.last_loss);
     if (!isnan(res.eval_loss_after)) printf("; eval loss %.4f -> %.4f", res.eval_loss_before, res.eval_loss_after);

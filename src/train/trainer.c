@@ -7,6 +7,17 @@
 ** backward passes with grad_scale = 1 / targets, compute the global
 ** gradient norm, stop on a non-finite loss or norm, clip, step AdamW at the
 ** scheduled learning rate, zero the gradients.
+**
+** Data parallel (cfg->dist with world W > 1): a step takes W times the
+** rows; rank r trains on rows [r*R, (r+1)*R) of them (R = batch * accum),
+** the target count and the loss are summed over ranks first, so grad_scale
+** is 1 / (all targets of the step) on every rank, and after the backward
+** passes the trainable gradients are summed over ranks (dist.h). Every
+** rank then holds the single-process gradient of the whole step (up to
+** the order of additions) and takes the same optimizer step. Rank 0 alone
+** writes metrics, checkpoints and the final adapter or model; every rank
+** reads the same checkpoint to resume. With adapter dropout, each rank
+** draws its own masks, so runs of different world sizes differ there.
 */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime, strdup */
 #include "train/trainer.h"
@@ -21,6 +32,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "dist/dist.h"
 #include "io/atomic_file.h"
 #include "io/fsutil.h"
 #include "io/hf_config.h"
@@ -293,6 +305,7 @@ typedef struct trainer {
     dorac_batcher batcher;
     dorac_optimizer opt;
     metrics met;
+    dorac_dist *dist;     /* world 1: the "single" no-op implementation */
     run_state st;
     int64_t total_steps, warmup;
     const char *weights_src; /* folder whose config/tokenizer files go with saved weights */
@@ -443,8 +456,11 @@ static void trainer_free(trainer *t) {
     if (t->have_eval) dorac_dataset_free(&t->eval);
     dorac_tokenizer_free(t->tok);
     dorac_model_free(t->model);
+    dorac_dist_close(t->dist);
     dorac_backend_destroy(t->be);
 }
+
+static bool is_writer(const trainer *t) { return t->dist->rank == 0; }
 
 /* ---------------------------------------------------------------------- */
 /* the loop                                                               */
@@ -454,25 +470,42 @@ static void trainer_free(trainer *t) {
 static int train_step(trainer *t, int32_t *ids, int32_t *tg, double lr, double *loss, int64_t *tokens,
                       double *grad_norm) {
     const dorac_train_config *c = t->cfg;
+    dorac_dist *d = t->dist;
     int64_t B = c->batch_size, T = c->seq_len, accum = c->grad_accum, rows = B * accum;
+    int64_t first = t->st.cursor + (int64_t)d->rank * rows; /* this rank's share of the step */
     int64_t count = 0;
     for (int64_t r = 0; r < rows; r++) {
         int64_t n;
-        DORAC_TRY(dorac_batcher_row(&t->batcher, t->st.cursor + r, ids + r * T, tg + r * T, &n));
+        DORAC_TRY(dorac_batcher_row(&t->batcher, first + r, ids + r * T, tg + r * T, &n));
         count += n;
     }
+    double global_count = (double)count;
+    DORAC_TRY(d->all_reduce_host(d, &global_count, 1));
     double sum = 0;
     uint64_t seed = dorac_mix64(c->seed ^ dorac_mix64((uint64_t)t->st.step + 1));
-    for (int64_t a = 0; a < accum; a++) {
+    for (int64_t a = 0; a < accum && global_count > 0; a++) {
         dorac_batch b = {ids + a * B * T, tg + a * B * T, B, T};
         dorac_forward_result r;
-        if (count == 0) break; /* nothing to learn from in this step */
-        DORAC_TRY(dorac_model_forward(t->model, &b, true, 1.0 / (double)count, dorac_mix64(seed + (uint64_t)a), &r, NULL));
-        if (!isfinite(r.loss_sum))
-            return dorac_error(DORAC_E_NUMERIC, "non-finite loss at step %lld", (long long)t->st.step + 1);
+        uint64_t mb = (uint64_t)a + (uint64_t)d->rank * (uint64_t)accum; /* rank 0: as a single process */
+        DORAC_TRY(dorac_model_forward(t->model, &b, true, 1.0 / global_count, dorac_mix64(seed + mb), &r, NULL));
+        /* a non-finite loss is caught below, after the sum over ranks, so
+        ** that every rank stops at the same step */
         DORAC_TRY(dorac_model_backward(t->model));
         sum += r.loss_sum;
     }
+    if (d->world > 1) {
+        DORAC_TRY(d->all_reduce_host(d, &sum, 1));
+        const dorac_tensor **grads = malloc(t->opt.n * sizeof *grads + 1);
+        if (!grads) return dorac_error(DORAC_E_NOMEM, "train: out of memory");
+        for (size_t i = 0; i < t->opt.n; i++) grads[i] = t->opt.params[i].grad;
+        int rc = d->all_reduce_sum(d, t->be, grads, t->opt.n);
+        free(grads);
+        DORAC_TRY(rc);
+    }
+    if (!isfinite(sum))
+        return dorac_error(DORAC_E_NUMERIC, "non-finite loss at step %lld", (long long)t->st.step + 1);
+    count = (int64_t)global_count;
+    rows *= d->world;
     DORAC_TRY(dorac_optimizer_grad_norm(&t->opt, grad_norm));
     if (!isfinite(*grad_norm))
         return dorac_error(DORAC_E_NUMERIC, "non-finite gradient norm at step %lld", (long long)t->st.step + 1);
@@ -510,7 +543,8 @@ static int run_loop(trainer *t, dorac_train_result *res) {
         if (isnan(res->first_loss)) res->first_loss = loss;
         res->last_loss = loss;
         dorac_train_progress p = {.step = t->st.step, .total_steps = t->total_steps, .loss = loss, .eval_loss = NAN,
-                                  .lr = lr, .grad_norm = gnorm, .tokens_per_s = (double)(rows * T) / dt,
+                                  .lr = lr, .grad_norm = gnorm,
+                                  .tokens_per_s = (double)(rows * T * t->dist->world) / dt,
                                   .elapsed_s = now_s() - t0};
         p.eta_s = p.elapsed_s / (double)steps_here * (double)(t->total_steps - t->st.step);
         bool last = t->st.step == t->total_steps;
@@ -528,13 +562,20 @@ static int run_loop(trainer *t, dorac_train_result *res) {
         snprintf(line + len, sizeof line - (size_t)len, "}");
         rc = metrics_add(&t->met, line);
         if (!rc && c->save_every > 0 && t->st.step % c->save_every == 0) {
-            rc = save_checkpoint(t, lr);
+            if (is_writer(t)) rc = save_checkpoint(t, lr);
+            /* the others wait, so that a resume finds the checkpoint complete */
+            if (!rc) rc = t->dist->barrier(t->dist);
             p.checkpointed = true;
         }
-        if (!rc && now_s() - t->met.last_write > 1.0) rc = metrics_write(&t->met, c->out_dir);
+        if (!rc && is_writer(t) && now_s() - t->met.last_write > 1.0) rc = metrics_write(&t->met, c->out_dir);
         bool go_on = !t->cb || !t->cb->on_step || t->cb->on_step(t->cb->ctx, &p);
+        if (!rc && t->dist->world > 1) { /* stop together: any rank asked to stop */
+            double stop = go_on ? 0.0 : 1.0;
+            rc = t->dist->all_reduce_host(t->dist, &stop, 1);
+            go_on = stop == 0.0;
+        }
         if (!rc && !go_on) {
-            rc = metrics_write(&t->met, c->out_dir);
+            if (is_writer(t)) rc = metrics_write(&t->met, c->out_dir);
             res->steps_done = t->st.step;
             free(ids), free(tg);
             return rc ? rc : 1; /* 1: stopped early, no final save */
@@ -549,6 +590,8 @@ static int run_loop(trainer *t, dorac_train_result *res) {
 static int finish(trainer *t, dorac_train_result *res) {
     const dorac_train_config *c = t->cfg;
     char path[4200];
+    res->tokens_seen = t->st.tokens_seen;
+    if (!is_writer(t)) return t->dist->barrier(t->dist); /* rank 0 writes; wait for it */
     DORAC_TRY(metrics_write(&t->met, c->out_dir));
     if (c->method == DORAC_METHOD_FULL) {
         snprintf(path, sizeof path, "%s/model", c->out_dir);
@@ -570,8 +613,7 @@ static int finish(trainer *t, dorac_train_result *res) {
             note(t->cb, "merged model written to %s", path);
         }
     }
-    res->tokens_seen = t->st.tokens_seen;
-    return DORAC_OK;
+    return t->dist->barrier(t->dist);
 }
 
 int dorac_train(const dorac_train_config *cfg, const dorac_train_callbacks *cb, dorac_train_result *res) {
@@ -580,8 +622,13 @@ int dorac_train(const dorac_train_config *cfg, const dorac_train_callbacks *cb, 
     DORAC_TRY(check_config(cfg));
     trainer t = {.cfg = cfg, .cb = cb};
     DORAC_TRY(dorac_backend_open(cfg->device, &t.be));
+    int rc = cfg->dist && cfg->dist->world > 1 ? dorac_dist_open(cfg->dist, t.be, &t.dist) : dorac_dist_open_single(&t.dist);
+    if (rc) {
+        dorac_backend_destroy(t.be);
+        return rc;
+    }
     char resume_dir[4200] = "";
-    int rc = dorac_mkdir_p(cfg->out_dir);
+    rc = dorac_mkdir_p(cfg->out_dir);
     if (!rc && cfg->resume) {
         if (!strcmp(cfg->resume, "auto")) rc = dorac_find_latest_checkpoint(cfg->out_dir, resume_dir, sizeof resume_dir);
         else snprintf(resume_dir, sizeof resume_dir, "%s", cfg->resume);
@@ -598,8 +645,8 @@ int dorac_train(const dorac_train_config *cfg, const dorac_train_callbacks *cb, 
     }
     if (!rc) rc = dorac_optimizer_init(&t.opt, t.be, tr, n_tr);
     if (!rc) {
-        int64_t steps_per_epoch = (t.batcher.rows_per_epoch + cfg->batch_size * cfg->grad_accum - 1) /
-                                  (cfg->batch_size * cfg->grad_accum);
+        int64_t step_rows = cfg->batch_size * cfg->grad_accum * t.dist->world;
+        int64_t steps_per_epoch = (t.batcher.rows_per_epoch + step_rows - 1) / step_rows;
         t.total_steps = cfg->steps > 0 ? cfg->steps : steps_per_epoch * cfg->epochs;
         t.warmup = cfg->warmup >= 0 ? cfg->warmup : (t.total_steps / 10 < 100 ? t.total_steps / 10 : 100);
     }
@@ -613,9 +660,13 @@ int dorac_train(const dorac_train_config *cfg, const dorac_train_callbacks *cb, 
         if (!rc) note(cb, "eval loss before training: %.4f (%lld tokens)", res->eval_loss_before, (long long)n);
     }
     if (!rc) {
-        note(cb, "%s on %lld rows of %lld tokens per epoch; %lld steps of %lld x %lld rows (warmup %lld)",
+        note(cb, "%s on %lld rows of %lld tokens per epoch; %lld steps of %lld x %lld rows%s (warmup %lld)",
              dorac_method_name(cfg->method), (long long)t.batcher.rows_per_epoch, (long long)cfg->seq_len,
-             (long long)t.total_steps, (long long)cfg->batch_size, (long long)cfg->grad_accum, (long long)t.warmup);
+             (long long)t.total_steps, (long long)cfg->batch_size, (long long)cfg->grad_accum,
+             t.dist->world > 1 ? " per process" : "", (long long)t.warmup);
+        if (t.dist->world > 1)
+            note(cb, "data parallel: %d processes (%s collectives), this is rank %d", t.dist->world, t.dist->name,
+                 t.dist->rank);
         rc = run_loop(&t, res);
     }
     if (rc == 1) { /* stopped early on request */

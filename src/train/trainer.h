@@ -34,6 +34,7 @@
 
 #include "adapter/linear.h"
 #include "core/dtype.h"
+#include "dist/dist.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
 
@@ -47,6 +48,11 @@ typedef struct dorac_train_config {
     const char *eval_path;      /* may be NULL */
     const char *out_dir;
     const char *device;         /* "cpu", "cuda", "cuda:N" or "auto"/NULL (cuda if present) */
+    const dorac_dist_env *dist; /* data parallel: this process's rank and world (NULL: world 1).
+                                ** batch_size and grad_accum are per process, as HF's
+                                ** per_device_train_batch_size: a step takes
+                                ** batch_size * grad_accum * world rows; rank r trains on the
+                                ** r-th share of them; only rank 0 writes to out_dir. */
     /* method */
     dorac_method method;        /* LORA, DORA or FULL */
     int rank;

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# test_train_dist.sh — data-parallel training on the CPU (src/dist/, the TCP
+# collectives): `--nproc-per-node 2` with half the per-process batch gives
+# the same loss curve as one process (the gradients are the same sums in
+# another order); rank 0 alone writes; a resume from a checkpoint continues
+# bit for bit; bad rank variables are one-line errors.
+#
+# usage: test_train_dist.sh DORAC_BINARY   (run from the repository root)
+set -u
+DORAC=${1:?usage: test_train_dist.sh path/to/dorac}
+TMP=$(mktemp -d /tmp/dorac-dist-XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+failures=0
+fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
+unset RANK WORLD_SIZE LOCAL_RANK MASTER_ADDR MASTER_PORT OMPI_COMM_WORLD_RANK OMPI_COMM_WORLD_SIZE PMI_RANK PMI_SIZE
+
+COMMON=(--model demo/base --data demo/data/jargon_train.jsonl --method dora --rank 4 --seq-len 64
+        --lr 1e-2 --steps 6 --warmup 0 --device cpu --threads 1 --log-every 1)
+losses() { sed -E 's/.*"loss": ([-0-9.e+]+).*/\1/' "$1/metrics.jsonl"; }
+
+# one process, batch 4
+"$DORAC" train "${COMMON[@]}" --batch-size 4 --out "$TMP/one" >"$TMP/one.log" 2>&1 || fail "1 process: $(tail -3 "$TMP/one.log")"
+# two processes, batch 2 each (the same 4 rows a step), checkpoint at step 3
+"$DORAC" train "${COMMON[@]}" --batch-size 2 --nproc-per-node 2 --save-every 3 --keep 0 --out "$TMP/two" \
+  >"$TMP/two.log" 2>&1 || fail "2 processes: $(tail -3 "$TMP/two.log")"
+[ -f "$TMP/two/adapter/adapter_model.safetensors" ] || fail "2 processes: no adapter written"
+[ -f "$TMP/two/checkpoint-3/trainer_state.json" ] || fail "2 processes: no checkpoint-3"
+[ "$(grep -c '"step"' "$TMP/two/metrics.jsonl" 2>/dev/null)" = 6 ] || fail "2 processes: metrics.jsonl should have 6 steps (rank 0 only)"
+grep -q "data parallel: 2 processes" "$TMP/two.log" || fail "rank 0 should say it runs 2 processes: $(head -5 "$TMP/two.log")"
+[ "$(grep -c 'dorac: data parallel' "$TMP/two.log")" = 1 ] || fail "only rank 0 should report"
+paste <(losses "$TMP/one") <(losses "$TMP/two") >"$TMP/pairs"
+[ "$(wc -l <"$TMP/pairs")" = 6 ] || fail "expected 6 loss pairs: $(cat "$TMP/pairs")"
+# same sums in another order: fp32 rounding only
+awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 2e-4) { print "step " NR ": " $1 " vs " $2; bad = 1 } } END { exit bad }' \
+  "$TMP/pairs" || fail "1 vs 2 processes: loss curves differ: $(cat "$TMP/pairs")"
+
+# resume from checkpoint-3 with 2 processes: steps 4..6 bit for bit
+"$DORAC" train "${COMMON[@]}" --batch-size 2 --nproc-per-node 2 --resume "$TMP/two/checkpoint-3" --out "$TMP/two" \
+  >"$TMP/resume.log" 2>&1 || fail "resume: $(tail -3 "$TMP/resume.log")"
+grep -q '"step": 6' "$TMP/two/metrics.jsonl" || fail "resume did not reach step 6"
+diff <(losses "$TMP/two" | tail -3) <(paste "$TMP/pairs" | cut -f2 | tail -3) >/dev/null ||
+  fail "resumed steps 4-6 differ: $(losses "$TMP/two" | tail -3 | tr '\n' ' ') vs $(cut -f2 "$TMP/pairs" | tail -3 | tr '\n' ' ')"
+
+# bad environments: one line, exit 1..3, nothing written
+expect_error() {
+  local name=$1 needle=$2; shift 2
+  "$@" >"$TMP/out" 2>"$TMP/err"
+  local rc=$?
+  if [ $rc -lt 1 ] || [ $rc -gt 3 ]; then fail "$name: exit $rc"; cat "$TMP/err" >&2; return; fi
+  [ "$(wc -l <"$TMP/err")" = 1 ] || { fail "$name: $(wc -l <"$TMP/err") lines on stderr"; cat "$TMP/err" >&2; }
+  grep -q -- "$needle" "$TMP/err" || fail "$name: message lacks '$needle': $(cat "$TMP/err")"
+}
+expect_error "rank >= world" "RANK" env RANK=2 WORLD_SIZE=2 "$DORAC" train "${COMMON[@]}" --out "$TMP/never"
+expect_error "bad WORLD_SIZE" "WORLD_SIZE" env RANK=0 WORLD_SIZE=two "$DORAC" train "${COMMON[@]}" --out "$TMP/never"
+expect_error "nproc under torchrun" "nproc-per-node" env RANK=0 WORLD_SIZE=2 "$DORAC" train "${COMMON[@]}" --nproc-per-node 2 --out "$TMP/never"
+expect_error "bad nproc" "nproc-per-node" "$DORAC" train "${COMMON[@]}" --nproc-per-node 0 --out "$TMP/never"
+[ ! -e "$TMP/never/adapter" ] || fail "a failed start wrote an adapter"
+
+if [ $failures -ne 0 ]; then echo "FAILED: $failures checks" >&2; exit 1; fi
+echo "ok: data-parallel training checks" >&2
