@@ -7,7 +7,7 @@
 # Binaries are built here (no GPU needed to compile) and carried:
 #   bash tools/device/prepare.sh          # builds .devbin/, fills .deps/ and .devbench/
 #   device run: carry [.devbin, .devrt, .devbench], command:
-#     bash tools/device/cuda_run.sh check bench   (also: cli, profile)
+#     bash tools/device/cuda_run.sh check bench   (also: cli, dist, profile)
 # Logs land in $OUT (check.log, ops.log, model.log, demo.log, bench.log,
 # peft_bench.jsonl, dorac_bench.jsonl, and with `profile` kernels.txt: the
 # GPU time per kernel of 6 DoRA steps on the Llama-1B shape, from nsys).
@@ -62,6 +62,21 @@ if want cli; then
     done
   } > "$OUT/cli.log" 2>&1
   cat "$OUT/cli.log"
+fi
+
+if want dist; then
+  # data parallel on one GPU: the collectives (NCCL with a world of 1, and
+  # the TCP ones) and a training run told it is rank 0 of 1 (dist.log)
+  {
+    timeout 120 $BIN/test_dist; echo "test_dist rc=$?"
+    RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 MASTER_PORT=29517 timeout 60 $BIN/dorac train --model demo/base \
+      --data demo/data/jargon_train.jsonl --out /tmp/dist1 --steps 10 --batch-size 8 --seq-len 128 --lr 1e-2 \
+      --rank 8 --device cuda --log-every 5; echo "world-1 train rc=$?"
+    timeout 120 $BIN/dorac train --model demo/base --data demo/data/jargon_train.jsonl --out /tmp/dist2 --steps 10 \
+      --batch-size 4 --seq-len 128 --lr 1e-2 --rank 8 --device cpu --nproc-per-node 2 --log-every 5
+    echo "2 CPU processes rc=$?"
+  } > "$OUT/dist.log" 2>&1
+  cat "$OUT/dist.log"
 fi
 
 if want bench; then
