@@ -143,45 +143,6 @@ int CPU_FN(gelu_backward)(dorac_backend *be, const dorac_tensor *dx, const dorac
 int CPU_FN(cross_entropy)(dorac_backend *be, const dorac_tensor *loss, const dorac_tensor *dlogits,
                           const dorac_tensor *logits, const dorac_tensor *targets, double dscale);
 
-int CPU_FN(embedding_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *ids,
-                              const dorac_tensor *table, bool accumulate);
-int CPU_FN(embedding_backward)(dorac_backend *be, const dorac_tensor *dtable,
-                               const dorac_tensor *dout, const dorac_tensor *ids);
-int CPU_FN(rmsnorm_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *rstd,
-                            const dorac_tensor *x, const dorac_tensor *w, double eps);
-int CPU_FN(rmsnorm_backward)(dorac_backend *be, const dorac_tensor *dx, const dorac_tensor *dw,
-                             const dorac_tensor *dout, const dorac_tensor *x,
-                             const dorac_tensor *w, const dorac_tensor *rstd);
-int CPU_FN(layernorm_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *mean,
-                              const dorac_tensor *rstd, const dorac_tensor *x,
-                              const dorac_tensor *w, const dorac_tensor *b, double eps);
-int CPU_FN(layernorm_backward)(dorac_backend *be, const dorac_tensor *dx, const dorac_tensor *dw,
-                               const dorac_tensor *db, const dorac_tensor *dout,
-                               const dorac_tensor *x, const dorac_tensor *w,
-                               const dorac_tensor *mean, const dorac_tensor *rstd);
-int CPU_FN(rope)(dorac_backend *be, const dorac_tensor *x, const dorac_tensor *pos,
-                 const dorac_tensor *cos_t, const dorac_tensor *sin_t, int64_t n_heads,
-                 int64_t head_dim, bool inverse);
-int CPU_FN(attention_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *lse,
-                              const dorac_tensor *q, const dorac_tensor *k, const dorac_tensor *v,
-                              int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D);
-int CPU_FN(attention_backward)(dorac_backend *be, const dorac_tensor *dq, const dorac_tensor *dk,
-                               const dorac_tensor *dv, const dorac_tensor *dout,
-                               const dorac_tensor *q, const dorac_tensor *k, const dorac_tensor *v,
-                               const dorac_tensor *out, const dorac_tensor *lse, int64_t B,
-                               int64_t T, int64_t H, int64_t KV, int64_t D);
-int CPU_FN(swiglu_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *gate,
-                           const dorac_tensor *up);
-int CPU_FN(swiglu_backward)(dorac_backend *be, const dorac_tensor *dgate, const dorac_tensor *dup,
-                            const dorac_tensor *dout, const dorac_tensor *gate,
-                            const dorac_tensor *up);
-int CPU_FN(gelu_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *x);
-int CPU_FN(gelu_backward)(dorac_backend *be, const dorac_tensor *dx, const dorac_tensor *dout,
-                          const dorac_tensor *x);
-int CPU_FN(cross_entropy)(dorac_backend *be, const dorac_tensor *loss, const dorac_tensor *dlogits,
-                          const dorac_tensor *logits, const dorac_tensor *targets, double dscale);
-
-
 int CPU_FN(sum_squares)(dorac_backend *be, const dorac_tensor *X, double *out);
 int CPU_FN(adamw)(dorac_backend *be, const dorac_tensor *param, const dorac_tensor *grad,
                   const dorac_tensor *m, const dorac_tensor *v, double lr, double beta1, double beta2,
