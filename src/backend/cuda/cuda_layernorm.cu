@@ -166,18 +166,6 @@ static __global__ void __launch_bounds__(32 * NORM_PARTIAL_SLICES)
     }
 }
 
-/* grad (1,C): grad[c] += sum_b partial[b,c], b in order, over n_blocks
-** partials. One thread per column. */
-static __global__ void layernorm_column_total_kernel(cuda_view grad, const double *partial,
-                                                     int64_t n_blocks, int64_t C) {
-    int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
-    double acc = 0;
-#pragma unroll 8
-    for (int64_t b = 0; b < n_blocks; b++) acc += partial[b * C + c];
-    st_at(grad, 0, c, ld_at(grad, 0, c) + (float)acc);
-}
-
 int CUDA_OP(layernorm_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *mean,
                                const dorac_tensor *rstd, const dorac_tensor *x,
                                const dorac_tensor *w, const dorac_tensor *b, double eps) {
@@ -234,12 +222,12 @@ int CUDA_OP(layernorm_backward)(dorac_backend *be, const dorac_tensor *dx, const
     status = cuda_launch_status(op);
     unsigned total_blocks = cuda_blocks(C, NORM_TOTAL_THREADS);
     if (status == DORAC_OK && want_w) {
-        layernorm_column_total_kernel<<<total_blocks, NORM_TOTAL_THREADS, 0, stream>>>(
+        column_total_kernel<<<total_blocks, NORM_TOTAL_THREADS, 0, stream>>>(
             cuda_view_of(dw), partial, n_blocks, C);
         status = cuda_launch_status(op);
     }
     if (status == DORAC_OK && want_b) {
-        layernorm_column_total_kernel<<<total_blocks, NORM_TOTAL_THREADS, 0, stream>>>(
+        column_total_kernel<<<total_blocks, NORM_TOTAL_THREADS, 0, stream>>>(
             cuda_view_of(db), partial + n_blocks * C, n_blocks, C);
         status = cuda_launch_status(op);
     }

@@ -125,17 +125,6 @@ static __global__ void __launch_bounds__(32 * NORM_PARTIAL_SLICES)
     }
 }
 
-/* dw (1,C): dw[c] += sum_b partial[b,c], b in order. One thread per column. */
-static __global__ void rmsnorm_dw_total_kernel(cuda_view dw, const double *partial,
-                                               int64_t n_blocks, int64_t C) {
-    int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
-    double acc = 0;
-#pragma unroll 8
-    for (int64_t b = 0; b < n_blocks; b++) acc += partial[b * C + c];
-    st_at(dw, 0, c, ld_at(dw, 0, c) + (float)acc);
-}
-
 int CUDA_OP(rmsnorm_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *rstd,
                              const dorac_tensor *x, const dorac_tensor *w, double eps) {
     const char *op = "rmsnorm_forward";
@@ -181,7 +170,7 @@ int CUDA_OP(rmsnorm_backward)(dorac_backend *be, const dorac_tensor *dx, const d
         partial, cuda_view_of(dout), cuda_view_of(x), cuda_view_of(rstd), N, C);
     status = cuda_launch_status(op);
     if (status == DORAC_OK) {
-        rmsnorm_dw_total_kernel<<<cuda_blocks(C, NORM_TOTAL_THREADS), NORM_TOTAL_THREADS, 0,
+        column_total_kernel<<<cuda_blocks(C, NORM_TOTAL_THREADS), NORM_TOTAL_THREADS, 0,
                                   stream>>>(cuda_view_of(dw), partial, n_blocks, C);
         status = cuda_launch_status(op);
     }
