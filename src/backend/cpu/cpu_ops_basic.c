@@ -120,7 +120,7 @@ int CPU_FN(fill)(dorac_backend *be, const dorac_tensor *dst, double value) {
     (void)be;
     DORAC_TRY(check_type(dst, "fill", "dst"));
     real v = (real)value;
-#pragma omp parallel for schedule(static)
+CPU_PARALLEL_FOR(dst->rows * dst->cols)
     for (int64_t i = 0; i < dst->rows; i++) {
         real *row = row_ptr(dst, i);
         for (int64_t j = 0; j < dst->cols; j++) row[j] = v;
@@ -156,12 +156,19 @@ int CPU_FN(gemm)(dorac_backend *be, const dorac_tensor *C, const dorac_tensor *A
         const real *a = A->data;
         int inc_a = trans_a ? (int)A->ld : 1;
         if (beta == 0.0) memset(c, 0, (size_t)N * sizeof(real));
+        /* a small gemv on one thread: waking BLAS's threads costs more than
+        ** it saves (see CPU_MIN_PARALLEL_WORK). The choice depends on the
+        ** sizes alone, so results stay deterministic for a thread count. */
+        bool serial = N * K < 64 * CPU_MIN_PARALLEL_WORK;
+        int saved = serial ? openblas_get_num_threads() : 0;
+        if (serial) openblas_set_num_threads(1);
         if (trans_b) /* B (N,K): c = alpha B a + beta c */
             cblas_gemv(CblasRowMajor, CblasNoTrans, (int)N, (int)K, (real)alpha, (const real *)B->data,
                        (int)B->ld, a, inc_a, (real)beta, c, 1);
         else /* B (K,N): c = alpha B^T a + beta c */
             cblas_gemv(CblasRowMajor, CblasTrans, (int)K, (int)N, (real)alpha, (const real *)B->data,
                        (int)(B->ld > 0 ? B->ld : 1), a, inc_a, (real)beta, c, 1);
+        if (serial) openblas_set_num_threads(saved);
         return DORAC_OK;
     }
     cblas_gemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
@@ -181,7 +188,7 @@ int CPU_FN(axpby)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor
     DORAC_TRY(check_type(X, "axpby", "X"));
     DORAC_TRY(check_shape(out, X->rows, X->cols, "axpby", "out"));
     real a = (real)alpha, b = (real)beta;
-#pragma omp parallel for schedule(static)
+CPU_PARALLEL_FOR(X->rows * X->cols)
     for (int64_t i = 0; i < X->rows; i++) {
         const real *x = row_ptr(X, i);
         real *o = row_ptr(out, i);
@@ -198,7 +205,7 @@ int CPU_FN(row_sumsq)(dorac_backend *be, const dorac_tensor *out, const dorac_te
     DORAC_TRY(check_type(W, "row_sumsq", "W"));
     DORAC_TRY(check_shape(out, 1, W->rows, "row_sumsq", "out"));
     real *o = out->data;
-#pragma omp parallel for schedule(static)
+CPU_PARALLEL_FOR(W->rows * W->cols)
     for (int64_t i = 0; i < W->rows; i++) {
         const real *row = row_ptr(W, i);
         double acc = 0.0;
@@ -214,7 +221,7 @@ int CPU_FN(col_sum)(dorac_backend *be, const dorac_tensor *out, const dorac_tens
     DORAC_TRY(check_type(X, "col_sum", "X"));
     DORAC_TRY(check_shape(out, 1, X->cols, "col_sum", "out"));
     real *o = out->data;
-#pragma omp parallel for schedule(static)
+CPU_PARALLEL_FOR(X->rows * X->cols)
     for (int64_t j = 0; j < X->cols; j++) {
         double acc = 0.0;
         for (int64_t i = 0; i < X->rows; i++) acc += row_ptr(X, i)[j];
@@ -233,7 +240,7 @@ int CPU_FN(scale_cols_add_bias)(dorac_backend *be, const dorac_tensor *Y,
     const real *b = bias ? bias->data : NULL;
     if (!g && !b) return DORAC_OK;
     int64_t C = Y->cols;
-#pragma omp parallel for schedule(static)
+CPU_PARALLEL_FOR(Y->rows * Y->cols)
     for (int64_t i = 0; i < Y->rows; i++) {
         real *row = row_ptr(Y, i);
         if (g && b)
@@ -253,7 +260,7 @@ int CPU_FN(scale_rows)(dorac_backend *be, const dorac_tensor *out, const dorac_t
     DORAC_TRY(check_shape(out, X->rows, X->cols, "scale_rows", "out"));
     DORAC_TRY(check_shape(w, 1, X->rows, "scale_rows", "w"));
     const real *wv = w->data;
-#pragma omp parallel for schedule(static)
+CPU_PARALLEL_FOR(X->rows * X->cols)
     for (int64_t i = 0; i < X->rows; i++) {
         const real *x = row_ptr(X, i);
         real *o = row_ptr(out, i);
@@ -276,7 +283,7 @@ int CPU_FN(dropout)(dorac_backend *be, const dorac_tensor *out, const dorac_tens
     real keep_scale = (real)(1.0 / (1.0 - p));
     float pf = (float)p;
     int64_t C = in->cols;
-#pragma omp parallel for schedule(static)
+CPU_PARALLEL_FOR(in->rows * in->cols)
     for (int64_t i = 0; i < in->rows; i++) {
         const real *x = row_ptr(in, i);
         real *o = row_ptr(out, i);
@@ -299,7 +306,7 @@ int CPU_FN(sum_squares)(dorac_backend *be, const dorac_tensor *X, double *out) {
     /* row sums in parallel, then added in row order: thread-count independent */
     double *rows = malloc((size_t)(X->rows > 0 ? X->rows : 1) * sizeof *rows);
     if (!rows) return dorac_error(DORAC_E_NOMEM, "sum_squares: out of memory");
-#pragma omp parallel for schedule(static)
+CPU_PARALLEL_FOR(X->rows * X->cols)
     for (int64_t i = 0; i < X->rows; i++) {
         const real *x = row_ptr(X, i);
         double acc = 0;
@@ -328,7 +335,7 @@ int CPU_FN(adamw)(dorac_backend *be, const dorac_tensor *param, const dorac_tens
     real b1 = (real)beta1, b2 = (real)beta2, gs = (real)grad_scale, e = (real)eps;
     double bc1 = 1.0 - pow(beta1, (double)step), bc2 = 1.0 - pow(beta2, (double)step);
     real step_size = (real)(lr / bc1), bc2_sqrt = (real)sqrt(bc2);
-#pragma omp parallel for schedule(static)
+CPU_PARALLEL_FOR(param->rows * param->cols)
     for (int64_t i = 0; i < R; i++) {
         real *p = row_ptr(param, i), *mm = row_ptr(m, i), *vv = row_ptr(v, i);
         const real *g = row_ptr(grad, i);

@@ -47,7 +47,7 @@ int CPU_FN(attention_cached)(dorac_backend *be, const dorac_tensor *out, const d
     const real scale = (real)(1.0 / sqrt((double)D));
     int64_t group = H / KV, n_blocks = (n + QB - 1) / QB;
     int saved = blas_serial_begin(), failed = 0; /* BLAS on the calling thread (cpu_blas.h) */
-#pragma omp parallel
+    CPU_PRAGMA_(omp parallel if (n * H * L * D >= CPU_MIN_PARALLEL_WORK))
     {
         real *S = malloc((size_t)(QB * L) * sizeof(real));
         if (!S) {

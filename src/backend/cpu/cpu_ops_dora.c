@@ -32,7 +32,7 @@ int CPU_FN(dora_norm)(dorac_backend *be, const dorac_tensor *n, const dorac_tens
     }
     const real *cv = c->data, *mv = m ? m->data : NULL;
     real *nv = n->data, *gv = g ? g->data : NULL;
-#pragma omp parallel for schedule(static)
+CPU_PARALLEL_FOR(out * (1 + B->cols * B->cols))
     for (int64_t o = 0; o < out; o++) {
         double n2 = cv[o];
         if (r > 0) {
@@ -77,7 +77,7 @@ int CPU_FN(dora_scale_backward)(dorac_backend *be, const dorac_tensor *dz,
     ** added into double accumulators. */
     enum { COLS = 64, ROWS_PER_FLUSH = 64 }; /* 64 columns: enough blocks to balance the threads */
     int64_t n_blocks = (out + COLS - 1) / COLS;
-#pragma omp parallel for schedule(static)
+CPU_PARALLEL_FOR(dy->rows * dy->cols)
     for (int64_t blk = 0; blk < n_blocks; blk++) {
         int64_t c0 = blk * COLS, w = c0 + COLS < out ? COLS : out - c0;
         double acc_dyy[COLS], acc_dy[COLS];

@@ -28,7 +28,7 @@ int CPU_FN(embedding_forward)(dorac_backend *be, const dorac_tensor *out, const 
     DORAC_TRY(check_index(ids, out->rows, table->rows, op, "ids"));
     const int32_t *id = ids->data;
     int64_t C = table->cols;
-#pragma omp parallel for schedule(static)
+CPU_PARALLEL_FOR(out->rows * out->cols)
     for (int64_t i = 0; i < out->rows; i++) {
         const real *src = row_ptr(table, id[i]);
         real *dst = row_ptr(out, i);
@@ -52,7 +52,7 @@ int CPU_FN(embedding_backward)(dorac_backend *be, const dorac_tensor *dtable,
     /* parallel over column blocks: each dtable element is summed over rows i
     ** in order by one thread, whatever the thread count */
     const int64_t block = 64;
-#pragma omp parallel for schedule(static)
+CPU_PARALLEL_FOR(dout->rows * dout->cols)
     for (int64_t c0 = 0; c0 < C; c0 += block) {
         int64_t c1 = c0 + block < C ? c0 + block : C;
         for (int64_t i = 0; i < N; i++) {
@@ -79,7 +79,7 @@ int CPU_FN(rmsnorm_forward)(dorac_backend *be, const dorac_tensor *out, const do
     DORAC_TRY(check_shape(w, 1, C, op, "weight"));
     const real *wv = w->data;
     real *rs = rstd->data;
-#pragma omp parallel for schedule(static)
+CPU_PARALLEL_FOR(x->rows * x->cols)
     for (int64_t i = 0; i < N; i++) {
         const real *xi = row_ptr(x, i);
         real *oi = row_ptr(out, i);
@@ -106,7 +106,7 @@ int CPU_FN(rmsnorm_backward)(dorac_backend *be, const dorac_tensor *dx, const do
     DORAC_TRY(check_optional_vector(dw, C, op, "dweight"));
     const real *wv = w->data, *rs = rstd->data;
     /* y = w ⊙ x̂, x̂ = x r:  dx = r (w⊙dy) - r^3 x (sum_c w⊙dy⊙x) / C */
-#pragma omp parallel for schedule(static)
+CPU_PARALLEL_FOR(dout->rows * dout->cols)
     for (int64_t i = 0; i < N; i++) {
         const real *xi = row_ptr(x, i), *gi = row_ptr(dout, i);
         real *di = row_ptr(dx, i);
@@ -117,7 +117,7 @@ int CPU_FN(rmsnorm_backward)(dorac_backend *be, const dorac_tensor *dx, const do
     }
     if (dw && dw->data) {
         real *dwv = dw->data;
-#pragma omp parallel for schedule(static)
+CPU_PARALLEL_FOR(dout->rows * dout->cols)
         for (int64_t c = 0; c < C; c++) {
             double acc = 0;
             for (int64_t i = 0; i < N; i++) acc += (double)row_ptr(dout, i)[c] * row_ptr(x, i)[c] * rs[i];
@@ -141,7 +141,7 @@ int CPU_FN(layernorm_forward)(dorac_backend *be, const dorac_tensor *out, const 
     DORAC_TRY(check_optional_vector(b, C, op, "bias"));
     const real *wv = w->data, *bv = b ? b->data : NULL;
     real *mv = mean->data, *rs = rstd->data;
-#pragma omp parallel for schedule(static)
+CPU_PARALLEL_FOR(x->rows * x->cols)
     for (int64_t i = 0; i < N; i++) {
         const real *xi = row_ptr(x, i);
         real *oi = row_ptr(out, i);
@@ -176,7 +176,7 @@ int CPU_FN(layernorm_backward)(dorac_backend *be, const dorac_tensor *dx, const 
     const real *wv = w->data, *mv = mean->data, *rs = rstd->data;
     /* x̂ = (x-mu) r, y = w x̂ + b:
     ** dx = r (g - mean(g) - x̂ mean(g x̂)), g = w ⊙ dy */
-#pragma omp parallel for schedule(static)
+CPU_PARALLEL_FOR(dout->rows * dout->cols)
     for (int64_t i = 0; i < N; i++) {
         const real *xi = row_ptr(x, i), *gi = row_ptr(dout, i);
         real *di = row_ptr(dx, i);
@@ -196,7 +196,7 @@ int CPU_FN(layernorm_backward)(dorac_backend *be, const dorac_tensor *dx, const 
     bool want_w = dw && dw->data, want_b = db && db->data;
     if (want_w || want_b) {
         real *dwv = want_w ? dw->data : NULL, *dbv = want_b ? db->data : NULL;
-#pragma omp parallel for schedule(static)
+CPU_PARALLEL_FOR(dout->rows * dout->cols)
         for (int64_t c = 0; c < C; c++) {
             double aw = 0, ab = 0;
             for (int64_t i = 0; i < N; i++) {
@@ -232,7 +232,7 @@ int CPU_FN(rope)(dorac_backend *be, const dorac_tensor *x, const dorac_tensor *p
     real sgn = inverse ? -1 : 1;
     /* HF's rotate_half layout: pairs (j, j + D/2) of each head rotate by
     ** angle pos * inv_freq[j]. The inverse (the backward) rotates back. */
-#pragma omp parallel for schedule(static)
+CPU_PARALLEL_FOR(x->rows * x->cols)
     for (int64_t i = 0; i < x->rows; i++) {
         const real *cs = row_ptr(cos_t, p[i]), *sn = row_ptr(sin_t, p[i]);
         real *xi = row_ptr(x, i);
@@ -259,7 +259,7 @@ int CPU_FN(swiglu_forward)(dorac_backend *be, const dorac_tensor *out, const dor
     DORAC_TRY(check_type(gate, op, "gate"));
     DORAC_TRY(check_shape(up, gate->rows, gate->cols, op, "up"));
     DORAC_TRY(check_shape(out, gate->rows, gate->cols, op, "out"));
-#pragma omp parallel for schedule(static)
+CPU_PARALLEL_FOR(gate->rows * gate->cols)
     for (int64_t i = 0; i < gate->rows; i++) {
         const real *g = row_ptr(gate, i), *u = row_ptr(up, i);
         real *o = row_ptr(out, i);
@@ -280,7 +280,7 @@ int CPU_FN(swiglu_backward)(dorac_backend *be, const dorac_tensor *dgate, const 
     DORAC_TRY(check_shape(dgate, N, C, op, "dgate"));
     DORAC_TRY(check_shape(dup, N, C, op, "dup"));
     /* silu(g) = g σ(g), silu'(g) = σ(g) (1 + g (1 - σ(g))) */
-#pragma omp parallel for schedule(static)
+CPU_PARALLEL_FOR(dout->rows * dout->cols)
     for (int64_t i = 0; i < N; i++) {
         const real *g = row_ptr(gate, i), *u = row_ptr(up, i), *d = row_ptr(dout, i);
         real *dg = row_ptr(dgate, i), *du = row_ptr(dup, i);
@@ -300,7 +300,7 @@ int CPU_FN(gelu_forward)(dorac_backend *be, const dorac_tensor *out, const dorac
     (void)be;
     DORAC_TRY(check_type(x, "gelu_forward", "x"));
     DORAC_TRY(check_shape(out, x->rows, x->cols, "gelu_forward", "out"));
-#pragma omp parallel for schedule(static)
+CPU_PARALLEL_FOR(x->rows * x->cols)
     for (int64_t i = 0; i < x->rows; i++) {
         const real *xi = row_ptr(x, i);
         real *oi = row_ptr(out, i);
@@ -318,7 +318,7 @@ int CPU_FN(gelu_backward)(dorac_backend *be, const dorac_tensor *dx, const dorac
     DORAC_TRY(check_type(x, "gelu_backward", "x"));
     DORAC_TRY(check_shape(dx, x->rows, x->cols, "gelu_backward", "dx"));
     DORAC_TRY(check_shape(dout, x->rows, x->cols, "gelu_backward", "dout"));
-#pragma omp parallel for schedule(static)
+CPU_PARALLEL_FOR(x->rows * x->cols)
     for (int64_t i = 0; i < x->rows; i++) {
         const real *xi = row_ptr(x, i), *gi = row_ptr(dout, i);
         real *di = row_ptr(dx, i);
@@ -355,7 +355,7 @@ int CPU_FN(cross_entropy)(dorac_backend *be, const dorac_tensor *loss, const dor
             return dorac_error(DORAC_E_INVALID, "cross_entropy: target[%lld] = %d is outside [0, %lld)",
                                (long long)i, (int)tg[i], (long long)V);
     real *lv = loss->data;
-#pragma omp parallel for schedule(static)
+CPU_PARALLEL_FOR(logits->rows * logits->cols)
     for (int64_t i = 0; i < N; i++) {
         const real *z = row_ptr(logits, i);
         real *dz = grad ? row_ptr(dlogits, i) : NULL;
