@@ -62,6 +62,39 @@ int dorac_sum_squares_many(dorac_backend *be, const dorac_tensor *const *X, size
     return DORAC_OK;
 }
 
+int dorac_check_view(const dorac_tensor *t, const char *op, const char *what) {
+    if (t->rows < 0 || t->cols < 0 || t->ld < t->cols || (t->rows * t->cols > 0 && !t->data))
+        return dorac_error(DORAC_E_INVALID, "%s: %s has an invalid view (%lld, %lld) ld %lld", op, what,
+                           (long long)t->rows, (long long)t->cols, (long long)t->ld);
+    return DORAC_OK;
+}
+
+int dorac_check_dims(const dorac_tensor *t, int64_t rows, int64_t cols, const char *op, const char *what) {
+    if (t->rows != rows || t->cols != cols)
+        return dorac_error(DORAC_E_INVALID, "%s: %s has shape (%lld, %lld), expected (%lld, %lld)", op, what,
+                           (long long)t->rows, (long long)t->cols, (long long)rows, (long long)cols);
+    return DORAC_OK;
+}
+
+int dorac_check_index_shape(const dorac_tensor *t, int64_t n, const char *op, const char *what) {
+    if (t->type != DORAC_DTYPE_I32)
+        return dorac_error(DORAC_E_UNSUPPORTED, "%s: %s has dtype %s, expected I32", op, what,
+                           dorac_dtype_name(t->type));
+    if (t->rows != 1 || t->cols != n || (n > 0 && !t->data))
+        return dorac_error(DORAC_E_INVALID, "%s: %s has shape (%lld, %lld), expected (1, %lld)", op, what,
+                           (long long)t->rows, (long long)t->cols, (long long)n);
+    return DORAC_OK;
+}
+
+int dorac_check_index_values(const int32_t *v, int64_t n, int64_t limit, bool ignore_ok, const char *op,
+                             const char *what) {
+    for (int64_t i = 0; i < n; i++)
+        if ((v[i] < 0 || v[i] >= limit) && !(ignore_ok && v[i] == DORAC_IGNORE_INDEX))
+            return dorac_error(DORAC_E_INVALID, "%s: %s[%lld] = %d is outside [0, %lld)", op, what, (long long)i,
+                               (int)v[i], (long long)limit);
+    return DORAC_OK;
+}
+
 int dorac_gemm_shape(const dorac_tensor *C, const dorac_tensor *A, bool trans_a, const dorac_tensor *B,
                      bool trans_b, int64_t *M, int64_t *N, int64_t *K) {
     *M = trans_a ? A->cols : A->rows;

@@ -303,6 +303,21 @@ const char *dorac_shape_str(const dorac_tensor *t, char *buf, size_t size);
 ** tensor, added in order: the slow, obvious twin. */
 int dorac_sum_squares_many(dorac_backend *be, const dorac_tensor *const *X, size_t n, double *out);
 
+/* Checks the backends' ops share, so that a mistake reads the same on every
+** backend (each adds its own dtype rule). All return DORAC_OK or
+** DORAC_E_INVALID (DORAC_E_UNSUPPORTED for a non-I32 index) naming op and
+** what. */
+/* rows, cols >= 0, ld >= cols, and data present when the view is non-empty. */
+int dorac_check_view(const dorac_tensor *t, const char *op, const char *what);
+/* t is (rows, cols). */
+int dorac_check_dims(const dorac_tensor *t, int64_t rows, int64_t cols, const char *op, const char *what);
+/* t is an I32 (1, n) tensor. */
+int dorac_check_index_shape(const dorac_tensor *t, int64_t n, const char *op, const char *what);
+/* Every v[i], i < n, lies in [0, limit), or is DORAC_IGNORE_INDEX where
+** ignore_ok (targets); the message names the first that does not. */
+int dorac_check_index_values(const int32_t *v, int64_t n, int64_t limit, bool ignore_ok, const char *op,
+                             const char *what);
+
 /* The sizes of gemm's C (M,N) = op(A) (M,K) op(B) (K,N), checked: the
 ** same DORAC_E_INVALID message on every backend for operands that do not
 ** fit, DORAC_E_UNSUPPORTED for a size past the 32-bit BLAS interface. */

@@ -17,7 +17,7 @@ void dorac_optimizer_free(dorac_optimizer *o) {
         dorac_tensor_free(o->be, &o->m[i]);
         dorac_tensor_free(o->be, &o->v[i]);
     }
-    free(o->m), free(o->v), free(o->params);
+    free(o->m), free(o->v), free(o->params), free(o->grads), free(o->items);
     memset(o, 0, sizeof *o);
 }
 
@@ -28,7 +28,9 @@ int dorac_optimizer_init(dorac_optimizer *o, dorac_backend *be, const dorac_trai
     o->params = malloc((n ? n : 1) * sizeof *o->params);
     o->m = calloc(n ? n : 1, sizeof *o->m);
     o->v = calloc(n ? n : 1, sizeof *o->v);
-    if (!o->params || !o->m || !o->v) {
+    o->grads = malloc((n ? n : 1) * sizeof *o->grads);
+    o->items = malloc((n ? n : 1) * sizeof *o->items);
+    if (!o->params || !o->m || !o->v || !o->grads || !o->items) {
         dorac_optimizer_free(o);
         return dorac_error(DORAC_E_NOMEM, "optimizer: out of memory");
     }
@@ -43,18 +45,15 @@ int dorac_optimizer_init(dorac_optimizer *o, dorac_backend *be, const dorac_trai
             dorac_optimizer_free(o);
             return rc;
         }
+        o->grads[i] = params[i].grad;
+        o->items[i] = (dorac_adamw_item){params[i].value, params[i].grad, &o->m[i], &o->v[i], params[i].decay};
     }
     return DORAC_OK;
 }
 
 int dorac_optimizer_grad_norm(dorac_optimizer *o, double *norm) {
-    const dorac_tensor **grads = malloc((o->n ? o->n : 1) * sizeof *grads);
-    if (!grads) return dorac_error(DORAC_E_NOMEM, "optimizer: out of memory");
-    for (size_t i = 0; i < o->n; i++) grads[i] = o->params[i].grad;
     double total = 0;
-    int rc = dorac_sum_squares_many(o->be, grads, o->n, &total);
-    free(grads);
-    DORAC_TRY(rc);
+    DORAC_TRY(dorac_sum_squares_many(o->be, o->grads, o->n, &total));
     *norm = sqrt(total);
     return DORAC_OK;
 }
@@ -65,14 +64,8 @@ int dorac_optimizer_step(dorac_optimizer *o, const dorac_adamw_config *c, double
         double coef = c->max_grad_norm / (grad_norm + 1e-6);
         scale = coef < 1.0 ? coef : 1.0;
     }
-    dorac_adamw_item *items = malloc((o->n ? o->n : 1) * sizeof *items);
-    if (!items) return dorac_error(DORAC_E_NOMEM, "optimizer: out of memory");
-    for (size_t i = 0; i < o->n; i++)
-        items[i] = (dorac_adamw_item){o->params[i].value, o->params[i].grad, &o->m[i], &o->v[i], o->params[i].decay};
     o->step++;
-    int rc = dorac_adamw_many(o->be, items, o->n, lr, c->beta1, c->beta2, c->eps, c->weight_decay, o->step, scale);
-    free(items);
-    return rc;
+    return dorac_adamw_many(o->be, o->items, o->n, lr, c->beta1, c->beta2, c->eps, c->weight_decay, o->step, scale);
 }
 
 int dorac_optimizer_save(dorac_optimizer *o, const char *path) {

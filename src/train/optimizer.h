@@ -25,6 +25,10 @@ typedef struct dorac_optimizer {
     dorac_trainable *params; /* owned copy of the list */
     size_t n;
     dorac_tensor *m, *v;     /* (n) moment tensors, owned */
+    /* the same n tensors as the lists the backend's batched entries take,
+    ** built once: grads[i] = params[i].grad; items[i] the AdamW quadruple */
+    const dorac_tensor **grads;
+    dorac_adamw_item *items;
     int64_t step;            /* optimizer steps taken */
 } dorac_optimizer;
 

@@ -495,12 +495,7 @@ static int train_step(trainer *t, int32_t *ids, int32_t *tg, double lr, double *
     }
     if (d->world > 1) {
         DORAC_TRY(d->all_reduce_host(d, &sum, 1));
-        const dorac_tensor **grads = malloc(t->opt.n * sizeof *grads + 1);
-        if (!grads) return dorac_error(DORAC_E_NOMEM, "train: out of memory");
-        for (size_t i = 0; i < t->opt.n; i++) grads[i] = t->opt.params[i].grad;
-        int rc = d->all_reduce_sum(d, t->be, grads, t->opt.n);
-        free(grads);
-        DORAC_TRY(rc);
+        DORAC_TRY(d->all_reduce_sum(d, t->be, t->opt.grads, t->opt.n));
     }
     if (!isfinite(sum))
         return dorac_error(DORAC_E_NUMERIC, "non-finite loss at step %lld", (long long)t->st.step + 1);

@@ -28,20 +28,13 @@ int check_type(const dorac_tensor *t, const char *op, const char *what) {
         return dorac_error(DORAC_E_UNSUPPORTED, "%s: %s has dtype %s, backend %s needs %s", op,
                            what, dorac_dtype_name(t->type), BACKEND_NAME,
                            dorac_dtype_name(REAL_DTYPE));
-    if (t->rows < 0 || t->cols < 0 || t->ld < t->cols || (t->rows * t->cols > 0 && !t->data))
-        return dorac_error(DORAC_E_INVALID, "%s: %s has an invalid view (%lld, %lld) ld %lld", op,
-                           what, (long long)t->rows, (long long)t->cols, (long long)t->ld);
-    return DORAC_OK;
+    return dorac_check_view(t, op, what);
 }
 
 int check_shape(const dorac_tensor *t, int64_t rows, int64_t cols, const char *op,
                        const char *what) {
     DORAC_TRY(check_type(t, op, what));
-    if (t->rows != rows || t->cols != cols)
-        return dorac_error(DORAC_E_INVALID, "%s: %s has shape (%lld, %lld), expected (%lld, %lld)",
-                           op, what, (long long)t->rows, (long long)t->cols, (long long)rows,
-                           (long long)cols);
-    return DORAC_OK;
+    return dorac_check_dims(t, rows, cols, op, what);
 }
 
 int check_optional_vector(const dorac_tensor *t, int64_t n, const char *op,
@@ -53,18 +46,8 @@ int check_optional_vector(const dorac_tensor *t, int64_t n, const char *op,
 
 int check_index(const dorac_tensor *t, int64_t n, int64_t limit, const char *op,
                 const char *what) {
-    if (t->type != DORAC_DTYPE_I32)
-        return dorac_error(DORAC_E_UNSUPPORTED, "%s: %s has dtype %s, expected I32", op, what,
-                           dorac_dtype_name(t->type));
-    if (t->rows != 1 || t->cols != n || (n > 0 && !t->data))
-        return dorac_error(DORAC_E_INVALID, "%s: %s has shape (%lld, %lld), expected (1, %lld)", op,
-                           what, (long long)t->rows, (long long)t->cols, (long long)n);
-    const int32_t *v = t->data;
-    for (int64_t i = 0; i < n; i++)
-        if (v[i] < 0 || v[i] >= limit)
-            return dorac_error(DORAC_E_INVALID, "%s: %s[%lld] = %d is outside [0, %lld)", op, what,
-                               (long long)i, (int)v[i], (long long)limit);
-    return DORAC_OK;
+    DORAC_TRY(dorac_check_index_shape(t, n, op, what));
+    return dorac_check_index_values(t->data, n, limit, false, op, what);
 }
 
 /* Host transfers convert between any float types; I32 (ids, positions)

@@ -350,10 +350,7 @@ int CPU_FN(cross_entropy)(dorac_backend *be, const dorac_tensor *loss, const dor
     if (targets->type != DORAC_DTYPE_I32 || targets->rows != 1 || targets->cols != N)
         return dorac_error(DORAC_E_INVALID, "cross_entropy: targets must be I32 (1, %lld)", (long long)N);
     const int32_t *tg = targets->data;
-    for (int64_t i = 0; i < N; i++)
-        if (tg[i] != DORAC_IGNORE_INDEX && (tg[i] < 0 || tg[i] >= V))
-            return dorac_error(DORAC_E_INVALID, "cross_entropy: target[%lld] = %d is outside [0, %lld)",
-                               (long long)i, (int)tg[i], (long long)V);
+    DORAC_TRY(dorac_check_index_values(tg, N, V, true, op, "target"));
     real *lv = loss->data;
 CPU_PARALLEL_FOR(logits->rows * logits->cols)
     for (int64_t i = 0; i < N; i++) {

@@ -23,20 +23,13 @@ int cuda_check_float(const dorac_tensor *t, const char *op, const char *what) {
     if (t->type != DORAC_DTYPE_F32 && t->type != DORAC_DTYPE_BF16)
         return dorac_error(DORAC_E_UNSUPPORTED, "%s: %s has dtype %s, backend cuda needs F32 or BF16",
                            op, what, dorac_dtype_name(t->type));
-    if (t->rows < 0 || t->cols < 0 || t->ld < t->cols || (t->rows * t->cols > 0 && !t->data))
-        return dorac_error(DORAC_E_INVALID, "%s: %s has an invalid view (%lld, %lld) ld %lld", op,
-                           what, (long long)t->rows, (long long)t->cols, (long long)t->ld);
-    return DORAC_OK;
+    return dorac_check_view(t, op, what);
 }
 
 int cuda_check_shape(const dorac_tensor *t, int64_t rows, int64_t cols, const char *op,
                      const char *what) {
     DORAC_TRY(cuda_check_float(t, op, what));
-    if (t->rows != rows || t->cols != cols)
-        return dorac_error(DORAC_E_INVALID, "%s: %s has shape (%lld, %lld), expected (%lld, %lld)",
-                           op, what, (long long)t->rows, (long long)t->cols, (long long)rows,
-                           (long long)cols);
-    return DORAC_OK;
+    return dorac_check_dims(t, rows, cols, op, what);
 }
 
 int cuda_check_optional_vector(const dorac_tensor *t, int64_t n, const char *op, const char *what) {
@@ -85,17 +78,19 @@ bool cuda_index_range_lookup(dorac_backend *be, const void *p, int64_t n, cuda_i
 
 int cuda_check_index(dorac_backend *be, const dorac_tensor *t, int64_t n, int64_t limit,
                      const char *op, const char *what) {
-    if (t->type != DORAC_DTYPE_I32)
-        return dorac_error(DORAC_E_UNSUPPORTED, "%s: %s has dtype %s, expected I32", op, what,
-                           dorac_dtype_name(t->type));
-    if (t->rows != 1 || t->cols != n || (n > 0 && !t->data))
-        return dorac_error(DORAC_E_INVALID, "%s: %s has shape (%lld, %lld), expected (1, %lld)", op,
-                           what, (long long)t->rows, (long long)t->cols, (long long)n);
+    DORAC_TRY(dorac_check_index_shape(t, n, op, what));
     if (n == 0) return DORAC_OK;
     cuda_index_range r;
     if (cuda_index_range_lookup(be, t->data, n, &r) && r.min >= 0 && r.max < limit) return DORAC_OK;
     /* unknown, or out of range somewhere: copy back to check (and to name
     ** the first bad element) */
+    const int32_t *host;
+    DORAC_TRY(cuda_index_to_host(be, t, n, &host, op, what));
+    return dorac_check_index_values(host, n, limit, false, op, what);
+}
+
+int cuda_index_to_host(dorac_backend *be, const dorac_tensor *t, int64_t n, const int32_t **out,
+                       const char *op, const char *what) {
     cuda_context *ctx = cuda_ctx(be);
     if ((size_t)n > ctx->host_index_cap) {
         int32_t *grown = (int32_t *)realloc(ctx->host_index, (size_t)n * sizeof *grown);
@@ -107,11 +102,6 @@ int cuda_check_index(dorac_backend *be, const dorac_tensor *t, int64_t n, int64_
                                           cudaMemcpyDeviceToHost, ctx->stream),
                           op, "index copy"));
     DORAC_TRY(cuda_status(cudaStreamSynchronize(ctx->stream), op, "index copy"));
-    for (int64_t i = 0; i < n; i++) {
-        int32_t v = ctx->host_index[i];
-        if (v < 0 || v >= limit)
-            return dorac_error(DORAC_E_INVALID, "%s: %s[%lld] = %d is outside [0, %lld)", op, what,
-                               (long long)i, (int)v, (long long)limit);
-    }
+    *out = ctx->host_index;
     return DORAC_OK;
 }

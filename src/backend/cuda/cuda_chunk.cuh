@@ -100,17 +100,4 @@ static inline dim3 cuda_chunk_grid(int64_t n_rows, int64_t n_cols, int threads) 
     return dim3(cuda_blocks(cuda_chunks(n_cols), threads), y);
 }
 
-/* grad (1,C): grad[c] += sum_b partial[b,c], b = 0..n_blocks-1 in order:
-** the second, fixed-order pass of the norms' weight and bias gradients
-** (partial is (n_blocks, C) doubles). One thread per column. */
-static __global__ void column_total_kernel(cuda_view grad, const double *partial, int64_t n_blocks,
-                                           int64_t C) {
-    int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
-    double acc = 0;
-#pragma unroll 8
-    for (int64_t b = 0; b < n_blocks; b++) acc += partial[b * C + c];
-    st_at(grad, 0, c, ld_at(grad, 0, c) + (float)acc);
-}
-
 #endif

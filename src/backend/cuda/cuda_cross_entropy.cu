@@ -130,23 +130,9 @@ static int check_targets(dorac_backend *be, const dorac_tensor *targets, int64_t
     /* every value other than the ignore index lies in [min_not_ignored, max] */
     if (cuda_index_range_lookup(be, targets->data, N, &r) && r.min_not_ignored >= 0 && r.max < V)
         return DORAC_OK;
-    int32_t *host = (int32_t *)malloc((size_t)N * sizeof(int32_t));
-    if (!host)
-        return dorac_error(DORAC_E_NOMEM, "cross_entropy: no host memory to check %lld targets",
-                           (long long)N);
-    cudaStream_t stream = cuda_stream(be);
-    cudaError_t e = cudaMemcpyAsync(host, targets->data, (size_t)N * sizeof(int32_t),
-                                    cudaMemcpyDeviceToHost, stream);
-    if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
-    int status = DORAC_OK;
-    if (e != cudaSuccess) status = cuda_status(e, "cross_entropy", "copying targets to the host");
-    for (int64_t i = 0; status == DORAC_OK && i < N; i++)
-        if (host[i] != DORAC_IGNORE_INDEX && (host[i] < 0 || host[i] >= V))
-            status = dorac_error(DORAC_E_INVALID,
-                                 "cross_entropy: target[%lld] = %d is outside [0, %lld)",
-                                 (long long)i, (int)host[i], (long long)V);
-    free(host);
-    return status;
+    const int32_t *host;
+    DORAC_TRY(cuda_index_to_host(be, targets, N, &host, "cross_entropy", "targets"));
+    return dorac_check_index_values(host, N, V, true, "cross_entropy", "target");
 }
 
 int CUDA_OP(cross_entropy)(dorac_backend *be, const dorac_tensor *loss, const dorac_tensor *dlogits,

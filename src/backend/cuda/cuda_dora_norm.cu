@@ -91,8 +91,8 @@ static __global__ void dora_norm_rank_kernel(cuda_view n, cuda_view g, cuda_view
         /* fixed-order block sums: warp trees, then warps in order */
 #pragma unroll
         for (int q = 0; q < ROWS_PER_BLOCK; q++) {
-            bp[q] = warp_sum_d(bp[q]);
-            bgb[q] = warp_sum_d(bgb[q]);
+            bp[q] = warp_sum(bp[q]);
+            bgb[q] = warp_sum(bgb[q]);
         }
         if (lane == 0)
 #pragma unroll

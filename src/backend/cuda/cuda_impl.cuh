@@ -121,11 +121,9 @@ static __device__ __forceinline__ void st_at(cuda_view v, int64_t i, int64_t j, 
 
 /* ---- warp and block reductions (blockDim.x a multiple of 32, <= 1024) ---- */
 
-static __device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-static __device__ __forceinline__ double warp_sum_d(double v) {
+/* Sum over the warp, in a fixed butterfly order; every lane gets it. T is
+** float or double. */
+template <typename T> static __device__ __forceinline__ T warp_sum(T v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
@@ -135,33 +133,15 @@ static __device__ __forceinline__ float warp_max(float v) {
 }
 
 /* Sum over the block; every thread gets the result. `shared` holds >= 32
-** floats. Calls __syncthreads, so every thread of the block must call it. */
-static __device__ __forceinline__ float block_sum(float v, float *shared) {
+** values. Calls __syncthreads, so every thread of the block must call it. */
+template <typename T> static __device__ __forceinline__ T block_sum(T v, T *shared) {
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = (blockDim.x + 31) >> 5;
     v = warp_sum(v);
     __syncthreads();
     if (lane == 0) shared[warp] = v;
     __syncthreads();
-    v = lane < n_warps ? shared[lane] : 0.0f;
+    v = lane < n_warps ? shared[lane] : (T)0;
     return warp_sum(v);
-}
-static __device__ __forceinline__ double block_sum_d(double v, double *shared) {
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = (blockDim.x + 31) >> 5;
-    v = warp_sum_d(v);
-    __syncthreads();
-    if (lane == 0) shared[warp] = v;
-    __syncthreads();
-    v = lane < n_warps ? shared[lane] : 0.0;
-    return warp_sum_d(v);
-}
-static __device__ __forceinline__ float block_max(float v, float *shared) {
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = (blockDim.x + 31) >> 5;
-    v = warp_max(v);
-    __syncthreads();
-    if (lane == 0) shared[warp] = v;
-    __syncthreads();
-    v = lane < n_warps ? shared[lane] : -INFINITY;
-    return warp_max(v);
 }
 
 /* Blocks of `threads` covering n items, at least one. */
@@ -192,6 +172,10 @@ int cuda_check_index(dorac_backend *be, const dorac_tensor *t, int64_t n, int64_
 void cuda_index_range_record(dorac_backend *be, const void *base, const int32_t *v, int64_t n);
 void cuda_index_range_forget(dorac_backend *be, const void *base, size_t bytes);
 bool cuda_index_range_lookup(dorac_backend *be, const void *p, int64_t n, cuda_index_range *out);
+/* The n I32 values of t copied to host scratch owned by the context (valid
+** until the next call); waits for queued work. */
+int cuda_index_to_host(dorac_backend *be, const dorac_tensor *t, int64_t n, const int32_t **out,
+                       const char *op, const char *what);
 /* The status of the last launch: DORAC_OK, or DORAC_E_BACKEND naming op. */
 int cuda_launch_status(const char *op);
 /* A CUDA runtime status as a dorac status. */

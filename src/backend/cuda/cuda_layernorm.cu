@@ -19,13 +19,7 @@
 */
 #include <math.h>
 
-#include "backend/cuda/cuda_chunk.cuh"
-
-#define NORM_THREADS 256         /* most threads on one row */
-#define NORM_PARTIAL_ROWS 64     /* rows summed into one partial */
-#define NORM_PARTIAL_SLICES 8    /* warps sharing a partial's rows */
-#define NORM_TOTAL_THREADS 256
-#define GRID_Y_MAX 65535         /* CUDA's limit on gridDim.y */
+#include "backend/cuda/cuda_norm.cuh"
 
 /* mean[i] = mean_c x[i,c]; rstd[i] = 1 / sqrt(mean_c (x[i,c] - mean[i])^2 + eps);
 ** out[i,c] = (x[i,c] - mean[i]) rstd[i] w[c] + b[c] (b absent: 0).
@@ -45,7 +39,7 @@ static __global__ void __launch_bounds__(NORM_THREADS)
 #pragma unroll
         for (int j = 0; j < CUDA_CHUNK; j++) sum += v[j];
     }
-    double mu = block_sum_d(sum, shared) / (double)C;
+    double mu = block_sum(sum, shared) / (double)C;
     double var = 0;
     for (int64_t k = threadIdx.x; k < n_chunks; k += blockDim.x) {
         float v[CUDA_CHUNK];
@@ -56,7 +50,7 @@ static __global__ void __launch_bounds__(NORM_THREADS)
             if (k * CUDA_CHUNK + j < C) var += d * d; /* padding is not a column */
         }
     }
-    var = block_sum_d(var, shared);
+    var = block_sum(var, shared);
     double r = 1.0 / sqrt(var / (double)C + eps);
     if (threadIdx.x == 0) {
         st_at(mean, 0, i, (float)mu);
@@ -98,8 +92,8 @@ static __global__ void __launch_bounds__(NORM_THREADS)
             gx_sum += (double)g * xh;
         }
     }
-    float g_mean = (float)(block_sum_d(g_sum, shared) / (double)C);
-    float gx_mean = (float)(block_sum_d(gx_sum, shared) / (double)C);
+    float g_mean = (float)(block_sum(g_sum, shared) / (double)C);
+    float gx_mean = (float)(block_sum(gx_sum, shared) / (double)C);
     for (int64_t k = threadIdx.x; k < n_chunks; k += blockDim.x) {
         float dy[CUDA_CHUNK], xv[CUDA_CHUNK], wv[CUDA_CHUNK], d[CUDA_CHUNK];
         ld_chunk(dy, dout, i, k * CUDA_CHUNK, C, dy_vec, 0.0f);

@@ -17,13 +17,7 @@
 */
 #include <math.h>
 
-#include "backend/cuda/cuda_chunk.cuh"
-
-#define NORM_THREADS 256         /* most threads on one row */
-#define NORM_PARTIAL_ROWS 64     /* rows summed into one partial */
-#define NORM_PARTIAL_SLICES 8    /* warps sharing a partial's rows */
-#define NORM_TOTAL_THREADS 256
-#define GRID_Y_MAX 65535         /* CUDA's limit on gridDim.y */
+#include "backend/cuda/cuda_norm.cuh"
 
 /* rstd[i] = 1 / sqrt(mean_c x[i,c]^2 + eps); out[i,c] = w[c] * (x[i,c] * rstd[i]).
 ** out (N,C) may alias x (N,C); w (1,C); rstd (1,N). One block per row. */
@@ -40,7 +34,7 @@ static __global__ void __launch_bounds__(NORM_THREADS)
 #pragma unroll
         for (int j = 0; j < CUDA_CHUNK; j++) ss += (double)v[j] * v[j];
     }
-    ss = block_sum_d(ss, shared);
+    ss = block_sum(ss, shared);
     float r = (float)(1.0 / sqrt(ss / (double)C + eps));
     if (threadIdx.x == 0) st_at(rstd, 0, i, r);
     for (int64_t k = threadIdx.x; k < n_chunks; k += blockDim.x) {
@@ -71,7 +65,7 @@ static __global__ void __launch_bounds__(NORM_THREADS)
 #pragma unroll
         for (int j = 0; j < CUDA_CHUNK; j++) dot += (double)wv[j] * g[j] * xv[j];
     }
-    dot = block_sum_d(dot, shared);
+    dot = block_sum(dot, shared);
     double r = ld_at(rstd, 0, i);
     float r_f = (float)r, s = (float)(r * r * r * dot / (double)C);
     for (int64_t k = threadIdx.x; k < n_chunks; k += blockDim.x) {

@@ -29,7 +29,7 @@ static __global__ void row_sumsq_kernel(cuda_view out, cuda_view W, int64_t R, i
 #pragma unroll
             for (int k = 0; k < CUDA_CHUNK; k++) acc += (double)w[k] * (double)w[k];
         }
-        acc = block_sum_d(acc, warp_sums);
+        acc = block_sum(acc, warp_sums);
         if (threadIdx.x == 0) st_at(out, 0, o, (float)acc);
     }
 }

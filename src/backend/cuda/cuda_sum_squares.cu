@@ -44,7 +44,7 @@ static __global__ void sum_squares_partial_kernel(double *dst, cuda_view X, int6
 #pragma unroll
         for (int k = 0; k < CUDA_CHUNK; k++) acc += (double)x[k] * (double)x[k];
     }
-    acc = block_sum_d(acc, warp_sums);
+    acc = block_sum(acc, warp_sums);
     if (threadIdx.x == 0) dst[blockIdx.x] = acc;
 }
 
@@ -53,7 +53,7 @@ static __global__ void sum_squares_finish_kernel(double *result, const double *p
     __shared__ double warp_sums[32];
     double acc = 0.0;
     for (int64_t b = threadIdx.x; b < n; b += blockDim.x) acc += partial[b];
-    acc = block_sum_d(acc, warp_sums);
+    acc = block_sum(acc, warp_sums);
     if (threadIdx.x == 0) *result = acc;
 }
 
