@@ -81,7 +81,7 @@
 
 /* Every entry of the struct has a case below. If this fires, an entry was
 ** added to backend.h: add its test case here, then the count. */
-_Static_assert((sizeof(dorac_backend) - offsetof(dorac_backend, destroy)) / sizeof(void (*)(void)) == 40,
+_Static_assert((sizeof(dorac_backend) - offsetof(dorac_backend, destroy)) / sizeof(void (*)(void)) == 42,
                "dorac_backend gained or lost an entry: update test_backend_ops.c");
 
 /* ---------------------------------------------------------------------- */
@@ -1263,6 +1263,75 @@ static void activation_cases(dorac_backend *cpu, dorac_backend *dev) {
     }
 }
 
+/* The activation backwards fused with DoRA's element-wise backward, through
+** dorac_swiglu_backward_dora / dorac_gelu_backward_dora: the CPU runs the
+** slow twin (the plain backward, then dora_scale_backward in place), a
+** backend with the fused op runs it. c->off says which sides are DoRA (1
+** gate or fc, 2 up) and 4 adds biases. swiglu: dgate|dup (N, 2I), dout,
+** gate|up (N, 2I), then zsum, g, bias of gate and of up. */
+static dorac_dora_epilogue epilogue_of(const dorac_tensor *t, int at) {
+    return (dorac_dora_epilogue){&t[at], &t[at + 1], &t[at + 2]};
+}
+static int run_swiglu_bwd_dora(dorac_backend *be, const dorac_tensor *t, const op_case *c) {
+    dorac_tensor dgate = cols_of(&t[0], 0, c->C), dup = cols_of(&t[0], c->C, c->C);
+    dorac_tensor gate = cols_of(&t[2], 0, c->C), up = cols_of(&t[2], c->C, c->C);
+    dorac_dora_epilogue eg = epilogue_of(t, 3), eu = epilogue_of(t, 6);
+    return dorac_swiglu_backward_dora(be, &dgate, &dup, &t[1], &gate, &up, c->off & 1 ? &eg : NULL,
+                                      c->off & 2 ? &eu : NULL);
+}
+/* gelu: dx (N, I + 2) at column 2, dout, x, zsum, g, bias */
+static int run_gelu_bwd_dora(dorac_backend *be, const dorac_tensor *t, const op_case *c) {
+    dorac_tensor dx = cols_of(&t[0], 2, c->C);
+    dorac_dora_epilogue e = epilogue_of(t, 3);
+    return dorac_gelu_backward_dora(be, &dx, &t[1], &t[2], &e);
+}
+
+/* zsum, g (one entry 0: m[o] == 0 contributes nothing) and bias (or absent)
+** of one DoRA side, or three absent buffers */
+static void add_epilogue(op_case *c, bool up, bool dora, bool bias, int64_t I, const double *g) {
+    const char *zsum = up ? "zsum up" : "zsum", *gname = up ? "g up" : "g", *bname = up ? "bias up" : "bias";
+    add(c, dora ? output(zsum, ROLE_PARAM, 1, I, 0, I, CLS_RED, false) : absent(zsum, ROLE_PARAM));
+    add(c, dora ? host_buf(gname, ROLE_PARAM, 1, I, g) : absent(gname, ROLE_PARAM));
+    add(c, dora && bias ? input(bname, ROLE_WEIGHT, 1, I, -0.5, 0.5) : absent(bname, ROLE_WEIGHT));
+}
+
+static void activation_dora_cases(dorac_backend *cpu, dorac_backend *dev) {
+    static const int64_t shapes[][2] = {{37, 96}, {300, 1000}, {1, 7}};
+    for (int s = 0; s < 3; s++) {
+        int64_t N = shapes[s][0], I = shapes[s][1];
+        double *g = malloc((size_t)I * sizeof(double));
+        for (int64_t o = 0; o < I; o++) g[o] = 0.5 + 1.5 * dorac_rng_uniform_f64(93, 0, (uint64_t)o);
+        g[I / 2] = 0.0;
+        for (int v = 0; v < 3; v++) {
+            /* v: 0 both sides DoRA, 1 gate only with biases, 2 up only */
+            op_case b = new_case("swiglu_backward_dora", run_swiglu_bwd_dora);
+            b.C = I, b.off = v == 0 ? 3 : v == 1 ? 1 | 4 : 2;
+            b.determinism = s == 1 && v == 0;
+            snprintf(b.shape, sizeof b.shape, "N%lld I%lld dora %s%s", (long long)N, (long long)I,
+                     v == 0 ? "gate+up" : v == 1 ? "gate" : "up", b.off & 4 ? " bias" : "");
+            add(&b, output("dgate|dup", ROLE_ACT, N, 2 * I, 0, 2 * I, CLS_ELEM, true));
+            add(&b, input("dout", ROLE_ACT, N, I, -1, 1));
+            add(&b, input("gate|up", ROLE_ACT, N, 2 * I, -4, 4));
+            add_epilogue(&b, false, b.off & 1, b.off & 4, I, g);
+            add_epilogue(&b, true, b.off & 2, b.off & 4, I, g);
+            run_case(cpu, dev, &b);
+        }
+        for (int bias = 0; bias < 2; bias++) {
+            op_case gb = new_case("gelu_backward_dora", run_gelu_bwd_dora);
+            gb.C = I;
+            gb.determinism = s == 1 && bias;
+            snprintf(gb.shape, sizeof gb.shape, "N%lld C%lld bias %s", (long long)N, (long long)I,
+                     bias ? "yes" : "no");
+            add(&gb, output("dx", ROLE_ACT, N, I + 2, 2, I, CLS_ELEM, true));
+            add(&gb, input("dout", ROLE_ACT, N, I, -1, 1));
+            add(&gb, input("x", ROLE_ACT, N, I, -5, 5));
+            add_epilogue(&gb, false, true, bias, I, g);
+            run_case(cpu, dev, &gb);
+        }
+        free(g);
+    }
+}
+
 /* cross_entropy: loss (1, N), logits (N, V), targets, dlogits (N, V) or
 ** absent or (alias) the logits themselves */
 static int run_xent(dorac_backend *be, const dorac_tensor *t, const op_case *c) {
@@ -1324,8 +1393,8 @@ static void check_entries(dorac_backend *dev) {
     size_t n = sizeof entries / sizeof entries[0];
     for (size_t i = 0; i < n; i++)
         if (!entries[i].set) note("backend", entries[i].name, "entry is NULL", false);
-    char msg[96];
-    snprintf(msg, sizeof msg, "%zu entries checked (+ the optional synchronize, lora_up_scale, sum_squares_many, adamw_many)", n);
+    char msg[160];
+    snprintf(msg, sizeof msg, "%zu entries checked (+ the optional synchronize, lora_up_scale, sum_squares_many, adamw_many, swiglu/gelu_backward_dora)", n);
     note("backend", dev->name, msg, true);
 }
 
@@ -1691,6 +1760,7 @@ int main(void) {
     col_sum_cases(cpu, dev);
     scale_cols_cases(cpu, dev);
     lora_up_scale_cases(cpu, dev);
+    activation_dora_cases(cpu, dev);
     scale_rows_cases(cpu, dev);
     dropout_cases(cpu, dev);
     dora_norm_cases(cpu, dev);

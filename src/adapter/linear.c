@@ -109,6 +109,7 @@ void dorac_linear_free(dorac_linear *L) {
     dorac_tensor_free(L->be, &L->g);
     dorac_tensor_free(L->be, &L->P);
     dorac_tensor_free(L->be, &L->G);
+    dorac_tensor_free(L->be, &L->zsum);
 }
 
 int dorac_linear_init(dorac_linear *L, dorac_backend *be, const dorac_adapter_config *cfg,
@@ -124,7 +125,7 @@ int dorac_linear_init(dorac_linear *L, dorac_backend *be, const dorac_adapter_co
     L->t = *t;
     dorac_dtype pt = be->param_type;
     L->c = L->n = L->g = dorac_tensor_none(pt);
-    L->P = L->G = dorac_tensor_none(pt);
+    L->P = L->G = L->zsum = dorac_tensor_none(pt);
     DORAC_TRY(check_tensors(L, name));
     if (cfg->method != DORAC_METHOD_DORA) return DORAC_OK;
 
@@ -132,6 +133,7 @@ int dorac_linear_init(dorac_linear *L, dorac_backend *be, const dorac_adapter_co
     int rc = dorac_tensor_alloc(be, &L->c, pt, 1, out, "dora c");
     if (!rc) rc = dorac_tensor_alloc(be, &L->n, pt, 1, out, "dora n");
     if (!rc) rc = dorac_tensor_alloc(be, &L->g, pt, 1, out, "dora g");
+    if (!rc) rc = dorac_tensor_alloc(be, &L->zsum, pt, 1, out, "dora zsum");
     if (!rc && r > 0) rc = dorac_tensor_alloc(be, &L->P, pt, out, r, "dora P");
     if (!rc && r > 0) rc = dorac_tensor_alloc(be, &L->G, pt, r, r, "dora G");
     if (!rc) rc = be->row_sumsq(be, &L->c, &L->t.W);
@@ -259,26 +261,20 @@ typedef struct backward_scratch {
     dorac_tensor dz;     /* (chunk, out) DoRA: g ⊙ dy */
     dorac_tensor du;     /* (chunk, r) s dz B */
     dorac_tensor xd;     /* (chunk, in) dropout: drop(x), then drop(du A) */
-    dorac_tensor zsum;   /* (1, out) DoRA: sum_N dy ⊙ z */
 } backward_scratch;
 
 static void scratch_free(dorac_backend *be, backward_scratch *s) {
     dorac_tensor_free(be, &s->dz);
     dorac_tensor_free(be, &s->du);
     dorac_tensor_free(be, &s->xd);
-    dorac_tensor_free(be, &s->zsum);
 }
 
 static int scratch_alloc(dorac_linear *L, backward_scratch *s, int64_t chunk, bool dz_given) {
     dorac_backend *be = L->be;
     s->dz = s->du = s->xd = dorac_tensor_none(be->act_type);
-    s->zsum = dorac_tensor_none(be->param_type);
     int rc = DORAC_OK;
-    if (L->cfg.method == DORAC_METHOD_DORA) {
-        if (!dz_given) rc = dorac_tensor_alloc(be, &s->dz, be->act_type, chunk, L->out, "dz scratch");
-        if (!rc) rc = dorac_tensor_alloc(be, &s->zsum, be->param_type, 1, L->out, "zsum scratch");
-        if (!rc) rc = be->fill(be, &s->zsum, 0.0);
-    }
+    if (L->cfg.method == DORAC_METHOD_DORA && !dz_given)
+        rc = dorac_tensor_alloc(be, &s->dz, be->act_type, chunk, L->out, "dz scratch");
     if (!rc && dorac_linear_has_adapter(L)) rc = dorac_tensor_alloc(be, &s->du, be->act_type, chunk, L->cfg.rank, "du scratch");
     if (!rc && dorac_linear_has_adapter(L) && active_dropout(L) > 0.0)
         rc = dorac_tensor_alloc(be, &s->xd, be->act_type, chunk, L->in, "dropout scratch");
@@ -321,7 +317,8 @@ static int backward_chunks(dorac_linear *L, backward_scratch *s, int64_t chunk,
                            const dorac_tensor *y, const dorac_tensor *u, uint64_t dropout_seed) {
     dorac_backend *be = L->be;
     int64_t N = dy->rows;
-    bool dora = L->cfg.method == DORAC_METHOD_DORA;
+    /* y == NULL: dy already is dz, and zsum is summed (dorac_linear_backward_dz) */
+    bool dora = L->cfg.method == DORAC_METHOD_DORA && y;
     for (int64_t i0 = 0; i0 < N; i0 += chunk) {
         int64_t rows = N - i0 < chunk ? N - i0 : chunk;
         dorac_tensor dy_c = dorac_tensor_rows(dy, i0, rows);
@@ -331,7 +328,7 @@ static int backward_chunks(dorac_linear *L, backward_scratch *s, int64_t chunk,
             /* dz = g ⊙ dy and zsum += sum dy ⊙ z, one pass over (rows, out) */
             dorac_tensor y_c = dorac_tensor_rows(y, i0, rows);
             dz_c = dz_given ? dorac_tensor_rows(dz_given, i0, rows) : dorac_tensor_rows(&s->dz, 0, rows);
-            DORAC_TRY(be->dora_scale_backward(be, &dz_c, &s->zsum, &dy_c, &y_c, &L->g, &L->t.bias));
+            DORAC_TRY(be->dora_scale_backward(be, &dz_c, &L->zsum, &dy_c, &y_c, &L->g, &L->t.bias));
         }
         /* dx = dz W0 */
         if (dx->data)
@@ -369,13 +366,52 @@ int dorac_linear_backward(dorac_linear *L, const dorac_tensor *dx, bool accumula
     int64_t chunk = chunked && N > DORAC_LINEAR_CHUNK_ROWS ? DORAC_LINEAR_CHUNK_ROWS : (N > 0 ? N : 1);
     backward_scratch s;
     DORAC_TRY(scratch_alloc(L, &s, chunk, dz_given != NULL));
-    int rc = backward_chunks(L, &s, chunk, dx, accumulate_dx, dy, dz_given, x, y, u, dropout_seed);
-    if (!rc && dora) rc = dorac_dora_backward_params(L, &s.zsum);
+    int rc = dora ? be->fill(be, &L->zsum, 0.0) : DORAC_OK;
+    if (!rc) rc = backward_chunks(L, &s, chunk, dx, accumulate_dx, dy, dz_given, x, y, u, dropout_seed);
+    if (!rc && dora) rc = dorac_dora_backward_params(L, &L->zsum);
     if (!rc && L->cfg.method == DORAC_METHOD_FULL) {
         /* dW += dy^T x, dbias += sum_N dy */
         if (L->t.dW.data) rc = be->gemm(be, &L->t.dW, dy, true, x, false, 1.0, 1.0);
         if (!rc && L->t.dbias.data) rc = be->col_sum(be, &L->t.dbias, dy, 1.0, 1.0);
     }
+    scratch_free(be, &s);
+    return rc;
+}
+
+const dorac_dora_epilogue *dorac_linear_dora_epilogue(dorac_linear *L, dorac_dora_epilogue *e,
+                                                      int *rc) {
+    *rc = DORAC_OK;
+    if (!L || L->cfg.method != DORAC_METHOD_DORA) return NULL;
+    *rc = L->be->fill(L->be, &L->zsum, 0.0);
+    *e = (dorac_dora_epilogue){&L->zsum, &L->g, &L->t.bias};
+    return *rc ? NULL : e;
+}
+
+int dorac_linear_backward_dz(dorac_linear *L, const dorac_tensor *dx, bool accumulate_dx,
+                             const dorac_tensor *dz, const dorac_tensor *x, const dorac_tensor *u,
+                             uint64_t dropout_seed) {
+    dorac_backend *be = L->be;
+    int64_t N = dz->rows;
+    dorac_tensor none = dorac_tensor_none(be->act_type);
+    if (!dx) dx = &none;
+    bool adapter = dorac_linear_has_adapter(L);
+    if (L->cfg.method != DORAC_METHOD_DORA)
+        return dorac_error(DORAC_E_INVALID, "linear: backward from dz needs a DoRA layer, not %s",
+                           dorac_method_name(L->cfg.method));
+    DORAC_TRY(check_activation(L, dz, N, L->out, "dz"));
+    if (dx->data) DORAC_TRY(check_activation(L, dx, N, L->in, "dx"));
+    if (adapter) {
+        DORAC_TRY(check_activation(L, x, N, L->in, "x"));
+        DORAC_TRY(check_activation(L, u, N, L->cfg.rank, "u"));
+    }
+    /* as dorac_linear_backward with dz given: one pass unless dropout's
+    ** masked-input scratch asks for chunks */
+    bool chunked = adapter && active_dropout(L) > 0.0;
+    int64_t chunk = chunked && N > DORAC_LINEAR_CHUNK_ROWS ? DORAC_LINEAR_CHUNK_ROWS : (N > 0 ? N : 1);
+    backward_scratch s;
+    DORAC_TRY(scratch_alloc(L, &s, chunk, true));
+    int rc = backward_chunks(L, &s, chunk, dx, accumulate_dx, dz, NULL, x, NULL, u, dropout_seed);
+    if (!rc) rc = dorac_dora_backward_params(L, &L->zsum);
     scratch_free(be, &s);
     return rc;
 }

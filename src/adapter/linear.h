@@ -86,12 +86,13 @@ typedef struct dorac_linear {
     bool eval_mode;       /* inference: no dropout (PyTorch's module.eval()); false = training */
     dorac_linear_tensors t;
     /* DoRA caches, owned. c is set at init; n, g, P, G by each forward and
-    ** read by the following backward. */
+    ** read by the following backward, which sums into zsum. */
     dorac_tensor c;       /* (1, out) ||W0[o,:]||^2 */
     dorac_tensor n;       /* (1, out) row norm of W0 + sBA */
     dorac_tensor g;       /* (1, out) m / n */
     dorac_tensor P;       /* (out, r) W0 A^T */
     dorac_tensor G;       /* (r, r) A A^T */
+    dorac_tensor zsum;    /* (1, out) the backward's sum_N dy ⊙ z */
 } dorac_linear;
 
 /* True when the layer has low-rank factors A and B (LoRA, or DoRA with r > 0). */
@@ -145,6 +146,23 @@ int dorac_linear_backward(dorac_linear *L, const dorac_tensor *dx, bool accumula
                           const dorac_tensor *dy, const dorac_tensor *dz_scratch,
                           const dorac_tensor *x, const dorac_tensor *y, const dorac_tensor *u,
                           uint64_t dropout_seed);
+
+/* DoRA's element-wise backward done by the op that produces dy (an MLP
+** activation's fused backward, backend.h's swiglu_backward_dora and
+** gelu_backward_dora). dorac_linear_dora_epilogue zeroes L->zsum, points
+** e at the terms that op needs (zsum, g, bias) and returns e; it returns
+** NULL when L is NULL or not DoRA (*rc = DORAC_OK: pass the NULL on to the
+** op, and run dorac_linear_backward) or when zeroing fails (*rc says why). The op then leaves dz = g ⊙ dy where it would have written dy, and
+** zsum = sum_N dy ⊙ z; dorac_linear_backward_dz finishes the layer's
+** backward from them. Together they give dorac_linear_backward's results
+** up to rounding (dz is rounded once, from fp32 dy, instead of twice) and
+** save a pass over (N,out). x, u, dx and the other arguments are as for
+** dorac_linear_backward; dz is single GEMMs over all N rows. */
+const dorac_dora_epilogue *dorac_linear_dora_epilogue(dorac_linear *L, dorac_dora_epilogue *e,
+                                                      int *rc);
+int dorac_linear_backward_dz(dorac_linear *L, const dorac_tensor *dx, bool accumulate_dx,
+                             const dorac_tensor *dz, const dorac_tensor *x, const dorac_tensor *u,
+                             uint64_t dropout_seed);
 
 /* ---- DoRA parts (dora.c) ---- */
 

@@ -120,6 +120,26 @@ int dorac_lora_up_scale(dorac_backend *be, const dorac_tensor *Y, const dorac_te
     return be->scale_cols_add_bias(be, Y, scale, bias);
 }
 
+int dorac_swiglu_backward_dora(dorac_backend *be, const dorac_tensor *dgate, const dorac_tensor *dup,
+                               const dorac_tensor *dout, const dorac_tensor *gate,
+                               const dorac_tensor *up, const dorac_dora_epilogue *egate,
+                               const dorac_dora_epilogue *eup) {
+    if (be->swiglu_backward_dora && (egate || eup))
+        return be->swiglu_backward_dora(be, dgate, dup, dout, gate, up, egate, eup);
+    DORAC_TRY(be->swiglu_backward(be, dgate, dup, dout, gate, up));
+    if (egate) DORAC_TRY(be->dora_scale_backward(be, dgate, egate->zsum, dgate, gate, egate->g, egate->bias));
+    if (eup) DORAC_TRY(be->dora_scale_backward(be, dup, eup->zsum, dup, up, eup->g, eup->bias));
+    return DORAC_OK;
+}
+
+int dorac_gelu_backward_dora(dorac_backend *be, const dorac_tensor *dx, const dorac_tensor *dout,
+                             const dorac_tensor *x, const dorac_dora_epilogue *e) {
+    if (be->gelu_backward_dora && e) return be->gelu_backward_dora(be, dx, dout, x, e);
+    DORAC_TRY(be->gelu_backward(be, dx, dout, x));
+    if (e) DORAC_TRY(be->dora_scale_backward(be, dx, e->zsum, dx, x, e->g, e->bias));
+    return DORAC_OK;
+}
+
 int dorac_adamw_many(dorac_backend *be, const dorac_adamw_item *items, size_t n, double lr,
                      double beta1, double beta2, double eps, double weight_decay, int64_t step,
                      double grad_scale) {

@@ -62,6 +62,13 @@ typedef struct dorac_adamw_item {
     bool decay;
 } dorac_adamw_item;
 
+/* DoRA's element-wise backward terms of one projection (dora_scale_backward's
+** zsum, g and bias), for the activation backwards that fuse them. bias may
+** have data == NULL. */
+typedef struct dorac_dora_epilogue {
+    const dorac_tensor *zsum, *g, *bias;
+} dorac_dora_epilogue;
+
 struct dorac_backend {
     const char *name;        /* "cpu", "cpu64", "cuda" */
     void *context;           /* backend-private state */
@@ -244,6 +251,26 @@ struct dorac_backend {
     int (*gelu_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *x);
     int (*gelu_backward)(dorac_backend *be, const dorac_tensor *dx, const dorac_tensor *dout,
                          const dorac_tensor *x);
+    /* (optional) swiglu_backward fused with dora_scale_backward of the
+    ** DoRA projections that produced gate and up, in one pass: dgate and dup
+    ** are computed as swiglu_backward computes them (in fp32), then for each
+    ** side whose epilogue e is not NULL, with d that side's gradient and y
+    ** its input (gate or up),
+    **   e->zsum[o] += sum_i d[i,o] (y[i,o] - bias[o]) / g[o];  d[i,o] *= g[o]
+    ** so the gradients are not written and re-read by a separate pass. NULL:
+    ** callers use dorac_swiglu_backward_dora, whose slow twin is
+    ** swiglu_backward, then dora_scale_backward on each DoRA side in place.
+    ** With an epilogue, dgate and dup must not alias gate or up. */
+    int (*swiglu_backward_dora)(dorac_backend *be, const dorac_tensor *dgate,
+                                const dorac_tensor *dup, const dorac_tensor *dout,
+                                const dorac_tensor *gate, const dorac_tensor *up,
+                                const dorac_dora_epilogue *egate, const dorac_dora_epilogue *eup);
+    /* (optional) gelu_backward fused likewise with dora_scale_backward of the
+    ** DoRA projection that produced x (y = x). NULL: callers use
+    ** dorac_gelu_backward_dora (gelu_backward, then dora_scale_backward).
+    ** With an epilogue, dx must not alias x. */
+    int (*gelu_backward_dora)(dorac_backend *be, const dorac_tensor *dx, const dorac_tensor *dout,
+                              const dorac_tensor *x, const dorac_dora_epilogue *e);
     /* loss (1,N) = logsumexp(logits[i]) - logits[i, t_i], 0 where t_i is
     ** DORAC_IGNORE_INDEX. dlogits (N,V), absent or aliasing logits, =
     ** dscale * (softmax(logits[i]) - onehot(t_i)), 0 on ignored rows. */
@@ -329,6 +356,19 @@ int dorac_gemm_shape(const dorac_tensor *C, const dorac_tensor *A, bool trans_a,
 int dorac_lora_up_scale(dorac_backend *be, const dorac_tensor *Y, const dorac_tensor *U,
                         const dorac_tensor *B, double s, const dorac_tensor *scale,
                         const dorac_tensor *bias);
+
+/* be->swiglu_backward_dora where the backend has it (and a side is DoRA),
+** else swiglu_backward, then dora_scale_backward in place on each side
+** whose epilogue is not NULL. */
+int dorac_swiglu_backward_dora(dorac_backend *be, const dorac_tensor *dgate, const dorac_tensor *dup,
+                               const dorac_tensor *dout, const dorac_tensor *gate,
+                               const dorac_tensor *up, const dorac_dora_epilogue *egate,
+                               const dorac_dora_epilogue *eup);
+
+/* be->gelu_backward_dora where the backend has it (and e is not NULL),
+** else gelu_backward, then dora_scale_backward in place. */
+int dorac_gelu_backward_dora(dorac_backend *be, const dorac_tensor *dx, const dorac_tensor *dout,
+                             const dorac_tensor *x, const dorac_dora_epilogue *e);
 
 /* be->adamw_many where the backend has it, else adamw per item. */
 int dorac_adamw_many(dorac_backend *be, const dorac_adamw_item *items, size_t n, double lr,

@@ -361,6 +361,16 @@ int dorac_model_forward(dorac_model *m, const dorac_batch *batch, bool train, do
 /* backward                                                               */
 /* ---------------------------------------------------------------------- */
 
+/* The backward of an MLP input projection (gate, up, fc) whose dy the
+** activation's backward produced: with DoRA's epilogue e it holds dz and
+** the layer's zsum is summed, else it is dy, overwritten with dz by DoRA. */
+static int mlp_in_backward(dorac_linear *L, const dorac_dora_epilogue *e, const dorac_tensor *dx,
+                           bool accumulate_dx, const dorac_tensor *dy, const dorac_tensor *x,
+                           const dorac_tensor *y, const dorac_tensor *u, uint64_t seed) {
+    if (e) return dorac_linear_backward_dz(L, dx, accumulate_dx, dy, x, u, seed);
+    return dorac_linear_backward(L, dx, accumulate_dx, dy, dy, x, y, u, seed);
+}
+
 static int block_backward(dorac_model *m, int64_t l, block_acts *b, uint64_t seed) {
     dorac_backend *be = m->be;
     const dorac_model_config *c = &m->cfg;
@@ -376,19 +386,24 @@ static int block_backward(dorac_model *m, int64_t l, block_acts *b, uint64_t see
     }
     const dorac_tensor *dres = &a->dres, *scratch = &a->dscratch;
 
-    /* MLP: out = res2 + down(act) */
+    /* MLP: out = res2 + down(act). The activation's backward also does the
+    ** element-wise DoRA backward of the projections feeding it (one pass). */
     DORAC_TRY(dorac_linear_backward(lin[LIN_DOWN], &a->dact, false, dres, scratch, &b->act, &b->down,
                                     &u[LIN_DOWN], seed));
+    int rc = DORAC_OK;
+    dorac_dora_epilogue e_up, e_gate;
+    const dorac_dora_epilogue *eu = dorac_linear_dora_epilogue(lin[LIN_UP], &e_up, &rc);
+    DORAC_TRY(rc);
     if (gpt2) {
-        DORAC_TRY(be->gelu_backward(be, &a->dfc1, &a->dact, &b->fc1));
-        DORAC_TRY(dorac_linear_backward(lin[LIN_UP], &a->dln, false, &a->dfc1, &a->dfc1, &b->ln2, &b->fc1,
-                                        &u[LIN_UP], seed));
+        DORAC_TRY(dorac_gelu_backward_dora(be, &a->dfc1, &a->dact, &b->fc1, eu));
+        DORAC_TRY(mlp_in_backward(lin[LIN_UP], eu, &a->dln, false, &a->dfc1, &b->ln2, &b->fc1, &u[LIN_UP], seed));
     } else {
-        DORAC_TRY(be->swiglu_backward(be, &a->dfc1, &a->dfc2, &a->dact, &b->fc1, &b->fc2));
-        DORAC_TRY(dorac_linear_backward(lin[LIN_GATE], &a->dln, false, &a->dfc1, &a->dfc1, &b->ln2, &b->fc1,
-                                        &u[LIN_GATE], seed));
-        DORAC_TRY(dorac_linear_backward(lin[LIN_UP], &a->dln, true, &a->dfc2, &a->dfc2, &b->ln2, &b->fc2,
-                                        &u[LIN_UP], seed));
+        const dorac_dora_epilogue *eg = dorac_linear_dora_epilogue(lin[LIN_GATE], &e_gate, &rc);
+        DORAC_TRY(rc);
+        DORAC_TRY(dorac_swiglu_backward_dora(be, &a->dfc1, &a->dfc2, &a->dact, &b->fc1, &b->fc2, eg, eu));
+        DORAC_TRY(mlp_in_backward(lin[LIN_GATE], eg, &a->dln, false, &a->dfc1, &b->ln2, &b->fc1, &u[LIN_GATE],
+                                  seed));
+        DORAC_TRY(mlp_in_backward(lin[LIN_UP], eu, &a->dln, true, &a->dfc2, &b->ln2, &b->fc2, &u[LIN_UP], seed));
     }
     DORAC_TRY(norm_backward(m, dres, &a->dln, &b->res2, &b->ln2_mean, &b->ln2_rstd, p->ln2_w, p->ln2_b));
 

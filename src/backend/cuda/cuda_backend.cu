@@ -259,6 +259,8 @@ extern "C" dorac_backend *dorac_backend_cuda_create(dorac_cuda_params params) {
     be->swiglu_backward = CUDA_OP(swiglu_backward);
     be->gelu_forward = CUDA_OP(gelu_forward);
     be->gelu_backward = CUDA_OP(gelu_backward);
+    be->swiglu_backward_dora = CUDA_OP(swiglu_backward_dora);
+    be->gelu_backward_dora = CUDA_OP(gelu_backward_dora);
     be->cross_entropy = CUDA_OP(cross_entropy);
     be->attention_cached = CUDA_OP(attention_cached);
     return be;

@@ -14,7 +14,7 @@
 */
 #include <math.h>
 
-#include "backend/cuda/cuda_chunk.cuh"
+#include "backend/cuda/cuda_dora_colsum.cuh"
 
 #define GELU_THREADS 256
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
@@ -34,6 +34,26 @@ static __global__ void gelu_forward_kernel(cuda_view out, cuda_view x, int64_t N
     }
 }
 
+/* dout gelu'(x) */
+static __device__ __forceinline__ float gelu_grad(float x, float dout) {
+    float th = tanhf(GELU_K * (x + GELU_A * x * x * x));
+    float du = GELU_K * (1.0f + 3.0f * GELU_A * x * x);
+    return dout * (0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du);
+}
+
+/* The backward's gradient for cuda_dora_colsum.cuh: d = dout gelu'(x), y = x
+** (the projection's output). */
+struct gelu_producer {
+    cuda_view dout, x;
+    __device__ __forceinline__ void operator()(int64_t i, int64_t c0, int64_t C, float d[1][CUDA_CHUNK],
+                                               float y[1][CUDA_CHUNK]) const {
+        ld_chunk(y[0], x, i, c0, C, row_aligned16(x, i), 0.0f);
+        ld_chunk(d[0], dout, i, c0, C, row_aligned16(dout, i), 0.0f);
+#pragma unroll
+        for (int k = 0; k < CUDA_CHUNK; k++) d[0][k] = gelu_grad(y[0][k], d[0][k]);
+    }
+};
+
 /* dx (N,C) = dout (N,C) gelu'(x (N,C)). Grid: cuda_chunk_grid, a thread per
 ** chunk. */
 static __global__ void gelu_backward_kernel(cuda_view dx, cuda_view dout, cuda_view x, int64_t N,
@@ -45,11 +65,7 @@ static __global__ void gelu_backward_kernel(cuda_view dx, cuda_view dout, cuda_v
         ld_chunk(a, x, i, c0, C, row_aligned16(x, i), 0.0f);
         ld_chunk(g, dout, i, c0, C, row_aligned16(dout, i), 0.0f);
 #pragma unroll
-        for (int k = 0; k < CUDA_CHUNK; k++) {
-            float th = tanhf(GELU_K * (a[k] + GELU_A * a[k] * a[k] * a[k]));
-            float du = GELU_K * (1.0f + 3.0f * GELU_A * a[k] * a[k]);
-            g[k] *= 0.5f * (1.0f + th) + 0.5f * a[k] * (1.0f - th * th) * du;
-        }
+        for (int k = 0; k < CUDA_CHUNK; k++) g[k] = gelu_grad(a[k], g[k]);
         st_chunk(dx, i, c0, C, row_aligned16(dx, i), g);
     }
 }
@@ -77,4 +93,19 @@ int CUDA_OP(gelu_backward)(dorac_backend *be, const dorac_tensor *dx, const dora
                            cuda_stream(be)>>>(cuda_view_of(dx), cuda_view_of(dout),
                                               cuda_view_of(x), N, C);
     return cuda_launch_status(op);
+}
+
+int CUDA_OP(gelu_backward_dora)(dorac_backend *be, const dorac_tensor *dx, const dorac_tensor *dout,
+                                const dorac_tensor *x, const dorac_dora_epilogue *e) {
+    const char *op = "gelu_backward_dora";
+    DORAC_TRY(cuda_check_float(x, op, "x"));
+    int64_t N = x->rows, C = x->cols;
+    DORAC_TRY(cuda_check_shape(dx, N, C, op, "dx"));
+    DORAC_TRY(cuda_check_shape(dout, N, C, op, "dout"));
+    DORAC_TRY(cuda_check_shape(e->zsum, 1, C, op, "zsum"));
+    DORAC_TRY(cuda_check_shape(e->g, 1, C, op, "g"));
+    DORAC_TRY(cuda_check_optional_vector(e->bias, C, op, "bias"));
+    gelu_producer produce = {cuda_view_of(dout), cuda_view_of(x)};
+    dora_sides<1> s = {{dora_side_of(dx, e->zsum, e->g, e->bias)}};
+    return dora_colsum_launch<1>(be, produce, s, N, C, op);
 }

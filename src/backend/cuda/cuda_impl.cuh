@@ -253,6 +253,11 @@ int CUDA_OP(swiglu_forward)(dorac_backend *be, const dorac_tensor *out, const do
 int CUDA_OP(swiglu_backward)(dorac_backend *be, const dorac_tensor *dgate, const dorac_tensor *dup,
                              const dorac_tensor *dout, const dorac_tensor *gate,
                              const dorac_tensor *up);
+int CUDA_OP(swiglu_backward_dora)(dorac_backend *be, const dorac_tensor *dgate, const dorac_tensor *dup,
+                                  const dorac_tensor *dout, const dorac_tensor *gate, const dorac_tensor *up,
+                                  const dorac_dora_epilogue *egate, const dorac_dora_epilogue *eup);
+int CUDA_OP(gelu_backward_dora)(dorac_backend *be, const dorac_tensor *dx, const dorac_tensor *dout,
+                                const dorac_tensor *x, const dorac_dora_epilogue *e);
 int CUDA_OP(gelu_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *x);
 int CUDA_OP(gelu_backward)(dorac_backend *be, const dorac_tensor *dx, const dorac_tensor *dout,
                            const dorac_tensor *x);

@@ -12,7 +12,7 @@
 */
 #include <math.h>
 
-#include "backend/cuda/cuda_chunk.cuh"
+#include "backend/cuda/cuda_dora_colsum.cuh"
 
 #define SWIGLU_THREADS 256
 
@@ -56,6 +56,26 @@ static __global__ void swiglu_backward_kernel(cuda_view dgate, cuda_view dup, cu
     }
 }
 
+/* The backward's gradients for cuda_dora_colsum.cuh: d[0] = dgate, d[1] =
+** dup with the formulas above, y[0] = gate, y[1] = up (the projections'
+** outputs). */
+struct swiglu_producer {
+    cuda_view dout, gate, up;
+    __device__ __forceinline__ void operator()(int64_t i, int64_t c0, int64_t C, float d[2][CUDA_CHUNK],
+                                               float y[2][CUDA_CHUNK]) const {
+        float o[CUDA_CHUNK];
+        ld_chunk(y[0], gate, i, c0, C, row_aligned16(gate, i), 0.0f);
+        ld_chunk(y[1], up, i, c0, C, row_aligned16(up, i), 0.0f);
+        ld_chunk(o, dout, i, c0, C, row_aligned16(dout, i), 0.0f);
+#pragma unroll
+        for (int k = 0; k < CUDA_CHUNK; k++) {
+            float g = y[0][k], sg = 1.0f / (1.0f + expf(-g));
+            d[1][k] = o[k] * g * sg;
+            d[0][k] = o[k] * y[1][k] * sg * (1.0f + g * (1.0f - sg));
+        }
+    }
+};
+
 int CUDA_OP(swiglu_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *gate,
                             const dorac_tensor *up) {
     const char *op = "swiglu_forward";
@@ -86,4 +106,31 @@ int CUDA_OP(swiglu_backward)(dorac_backend *be, const dorac_tensor *dgate, const
                                                 cuda_view_of(dout), cuda_view_of(gate),
                                                 cuda_view_of(up), N, C);
     return cuda_launch_status(op);
+}
+
+int CUDA_OP(swiglu_backward_dora)(dorac_backend *be, const dorac_tensor *dgate,
+                                  const dorac_tensor *dup, const dorac_tensor *dout,
+                                  const dorac_tensor *gate, const dorac_tensor *up,
+                                  const dorac_dora_epilogue *egate,
+                                  const dorac_dora_epilogue *eup) {
+    const char *op = "swiglu_backward_dora";
+    DORAC_TRY(cuda_check_float(gate, op, "gate"));
+    int64_t N = gate->rows, C = gate->cols;
+    DORAC_TRY(cuda_check_shape(up, N, C, op, "up"));
+    DORAC_TRY(cuda_check_shape(dout, N, C, op, "dout"));
+    DORAC_TRY(cuda_check_shape(dgate, N, C, op, "dgate"));
+    DORAC_TRY(cuda_check_shape(dup, N, C, op, "dup"));
+    const dorac_dora_epilogue *e[2] = {egate, eup};
+    for (int j = 0; j < 2; j++) {
+        if (!e[j]) continue;
+        DORAC_TRY(cuda_check_shape(e[j]->zsum, 1, C, op, "zsum"));
+        DORAC_TRY(cuda_check_shape(e[j]->g, 1, C, op, "g"));
+        DORAC_TRY(cuda_check_optional_vector(e[j]->bias, C, op, "bias"));
+    }
+    swiglu_producer produce = {cuda_view_of(dout), cuda_view_of(gate), cuda_view_of(up)};
+    dora_sides<2> s = {{egate ? dora_side_of(dgate, egate->zsum, egate->g, egate->bias)
+                              : dora_side_of(dgate, NULL, NULL, NULL),
+                        eup ? dora_side_of(dup, eup->zsum, eup->g, eup->bias)
+                            : dora_side_of(dup, NULL, NULL, NULL)}};
+    return dora_colsum_launch<2>(be, produce, s, N, C, op);
 }
