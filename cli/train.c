@@ -58,7 +58,7 @@ int cli_train(int argc, char **argv) {
     dorac_train_config_defaults(&c);
     const char *method = "dora", *norm_grad = "detach", *schedule = "linear", *init = "pretrained", *long_mode = "split";
     const char *save_dtype = "f32";
-    int64_t rank = 16, warmup = -1, threads = 0, log_every = 10, seed = 42, nproc = 1;
+    int64_t rank = 16, warmup = -1, threads = 0, log_every = 10, seed = 42, nproc = 1, zero = -1;
     double alpha = -1;
     bool no_pack = false;
     cli_opt opts[] = {
@@ -90,6 +90,7 @@ int cli_train(int argc, char **argv) {
         {"device", OPT_STRING, &c.device, "cuda | cuda:N | cpu | auto (auto: cuda when a GPU is present)", false},
         {"threads", OPT_INT, &threads, "CPU threads (all cores)", false},
         {"nproc-per-node", OPT_INT, &nproc, "data parallel: start N processes here, one per GPU (under torchrun or mpirun, the rank comes from the environment instead)", false},
+        {"zero", OPT_INT, &zero, "with several processes: 1 shards the AdamW state over them (ZeRO-1), 0 keeps all of it on each (1 for --method full, 0 for adapters)", false},
         {"eval-every", OPT_INT, &c.eval_every, "evaluate every N steps, 0 = only at the end (0)", false},
         {"eval-batch-size", OPT_INT, &c.eval_batch_size, "sequences per eval pass (8)", false},
         {"save-every", OPT_INT, &c.save_every, "checkpoint every N steps, 0 = never (0)", false},
@@ -145,6 +146,9 @@ int cli_train(int argc, char **argv) {
     if (!c.init_random && !c.model_dir) return cli_usage_error("train needs --model (or --init random --config FILE)");
     if (rank < 0 || rank > 65536 || threads < 0 || log_every < 1 || seed < 0)
         return cli_usage_error("--rank, --threads, --seed must be >= 0 and --log-every >= 1");
+    if (SEEN("zero") && zero != 0 && zero != 1)
+        return cli_usage_error("--zero must be 0 or 1 (ZeRO-1: sharded AdamW state); stages 2 and 3 are not implemented");
+    c.zero_stage = (int)zero;
     if (SEEN("steps")) c.epochs = 0;
     c.rank = (int)rank;
     c.alpha = alpha >= 0 ? alpha : 2.0 * (double)rank;

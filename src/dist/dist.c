@@ -3,7 +3,8 @@
 ** implementation (see dist.h).
 **
 ** single: every collective leaves its values as they are (the sum over one
-** rank is the value itself), so a trainer calls the same collectives
+** rank is the value itself; every owner must be rank 0; gather_host copies
+** rank 0's part into place), so a trainer calls the same collectives
 ** whether or not it runs distributed.
 */
 #include <stdlib.h>
@@ -41,6 +42,42 @@ static int single_barrier(dorac_dist *d) {
     return DORAC_OK;
 }
 
+/* reduce_to_owner and broadcast_from_owner over one rank: every owner must
+** be rank 0, and the values are already where they belong. */
+static int single_owned(const char *op, const dorac_tensor *const *t, const int *owner, size_t n) {
+    if ((!t || !owner) && n > 0) return dorac_error(DORAC_E_INVALID, "dist: %s: NULL argument", op);
+    for (size_t i = 0; i < n; i++) {
+        if (!t[i]) return dorac_error(DORAC_E_INVALID, "dist: %s: tensor %zu is NULL", op, i);
+        if (owner[i] != 0)
+            return dorac_error(DORAC_E_INVALID, "dist: %s: tensor %zu's owner is rank %d, the world has 1 rank",
+                               op, i, owner[i]);
+    }
+    return DORAC_OK;
+}
+
+static int single_reduce_to_owner(dorac_dist *d, dorac_backend *be, const dorac_tensor *const *t,
+                                  const int *owner, size_t n) {
+    (void)d;
+    (void)be;
+    return single_owned("reduce_to_owner", t, owner, n);
+}
+
+static int single_broadcast_from_owner(dorac_dist *d, dorac_backend *be, const dorac_tensor *const *t,
+                                       const int *owner, size_t n) {
+    (void)d;
+    (void)be;
+    return single_owned("broadcast_from_owner", t, owner, n);
+}
+
+static int single_gather_host(dorac_dist *d, const void *part, void *all, const size_t *part_bytes) {
+    (void)d;
+    if (!part_bytes) return dorac_error(DORAC_E_INVALID, "dist: gather_host: part_bytes is NULL");
+    if ((!part || !all) && part_bytes[0] > 0)
+        return dorac_error(DORAC_E_INVALID, "dist: gather_host: NULL buffer");
+    if (part_bytes[0] > 0 && part != all) memmove(all, part, part_bytes[0]);
+    return DORAC_OK;
+}
+
 int dorac_dist_open_single(dorac_dist **out) {
     if (!out) return dorac_error(DORAC_E_INVALID, "dist: open single: out is NULL");
     *out = NULL;
@@ -57,6 +94,9 @@ int dorac_dist_open_single(dorac_dist **out) {
         /* .all_reduce_host = */ single_all_reduce_host,
         /* .broadcast_host  = */ single_broadcast_host,
         /* .barrier         = */ single_barrier,
+        /* .reduce_to_owner      = */ single_reduce_to_owner,
+        /* .broadcast_from_owner = */ single_broadcast_from_owner,
+        /* .gather_host          = */ single_gather_host,
     };
     *out = d;
     return DORAC_OK;

@@ -26,18 +26,32 @@
 ** and, for CPU training, the collectives themselves run on it.
 **
 ** Collectives (a struct of function pointers, like the backend):
-**   all_reduce_sum   tensors on the backend, in place, summed over ranks
-**   all_reduce_host  doubles on the host (token counts, loss sums)
-**   broadcast_host   bytes from rank 0 to all
+**   all_reduce_sum        tensors on the backend, in place, summed over ranks
+**   reduce_to_owner       tensors on the backend, each summed into one rank
+**                         (its owner): ZeRO-1's gradient reduce-scatter
+**   broadcast_from_owner  tensors on the backend, each copied from its
+**                         owner to all: ZeRO-1's parameter all-gather
+**   all_reduce_host       doubles on the host (token counts, loss sums)
+**   broadcast_host        bytes from rank 0 to all
+**   gather_host           bytes from every rank to rank 0 (the sharded
+**                         optimizer state, for a checkpoint)
 **   barrier
+** ZeRO-1 (src/dist/shard.h, train/optimizer.h) cuts the trainable tensors
+** into row pieces, one owner each, and hands the pieces' views to the two
+** per-owner collectives: a reduce-scatter and an all-gather, tensor by
+** tensor, without a flat copy of the gradients.
 ** Implementations:
 **   single  world size 1: every collective is a no-op
 **   tcp     through the rendezvous socket: each rank sends its values to
 **           rank 0, which adds them in rank order 0, 1, ..., W-1 in double
-**           and sends the sums back, so the result is deterministic and the
-**           same on every rank. For the CPU backend and for tests.
+**           and sends the sums back (to every rank, or for reduce_to_owner
+**           to each tensor's owner), so the result is deterministic, the
+**           same on every rank, and reduce_to_owner's sums are bit for bit
+**           all_reduce_sum's. For the CPU backend and for tests.
 **   nccl    NCCL on CUDA tensors (built with DORAC_CUDA and NCCL), its
-**           unique id passed from rank 0 over the rendezvous.
+**           unique id passed from rank 0 over the rendezvous: ncclAllReduce,
+**           ncclReduce and ncclBroadcast, one NCCL group per call; the
+**           host collectives over the rendezvous socket.
 ** dorac_dist_open picks single for a world of 1, nccl for a CUDA backend,
 ** tcp otherwise.
 **
@@ -81,6 +95,23 @@ struct dorac_dist {
     /* buf[0..nbytes) on every rank becomes rank 0's. */
     int (*broadcast_host)(dorac_dist *d, void *buf, size_t nbytes);
     int (*barrier)(dorac_dist *d);
+    /* For each i < n, tensor t[i] on rank owner[i] becomes the elementwise
+    ** sum of t[i] over all ranks (the sum all_reduce_sum would give); on
+    ** the other ranks t[i] is left as it was. Shapes and owners must be the
+    ** same on every rank, in the same order; an owner outside [0, world) is
+    ** DORAC_E_INVALID before anything is sent. */
+    int (*reduce_to_owner)(dorac_dist *d, dorac_backend *be, const dorac_tensor *const *t,
+                           const int *owner, size_t n);
+    /* For each i < n, t[i] on every rank becomes rank owner[i]'s t[i].
+    ** Same rules as reduce_to_owner. */
+    int (*broadcast_from_owner)(dorac_dist *d, dorac_backend *be, const dorac_tensor *const *t,
+                                const int *owner, size_t n);
+    /* Rank r sends part[0..part_bytes[r]); rank 0 receives them all, in rank
+    ** order, into all[0 .. sum of part_bytes): rank r's bytes at offset
+    ** part_bytes[0] + ... + part_bytes[r-1]. part_bytes (world entries) must
+    ** be the same on every rank. all is used on rank 0 only (NULL elsewhere);
+    ** rank 0's part may be all itself (its bytes are at offset 0). */
+    int (*gather_host)(dorac_dist *d, const void *part, void *all, const size_t *part_bytes);
 };
 
 /* Opens the collectives for env on backend be (see above for the choice). */

@@ -9,8 +9,14 @@
 ** after the backward pass that produced the gradients and before the
 ** optimizer step that reads them, without waiting on the host.
 **
+** reduce_to_owner and broadcast_from_owner (ZeRO-1) are ncclReduce and
+** ncclBroadcast per tensor with the tensor's owner as root, grouped the
+** same way; gather_host (the sharded AdamW state, for a checkpoint) goes
+** over the rendezvous socket, since that state is on the host by then.
+**
 ** NCCL's sums are deterministic for a fixed world and topology but need
-** not add in rank order as the tcp implementation does.
+** not add in rank order as the tcp implementation does, and ncclReduce's
+** need not equal ncclAllReduce's bit for bit.
 */
 #include <nccl.h>
 
@@ -51,56 +57,96 @@ static void nccl_destroy(dorac_dist *d) {
 }
 
 /* The NCCL type of t, which must be a contiguous F32 or BF16 tensor. */
-static int nccl_tensor_type(const dorac_tensor *t, size_t i, int rank, ncclDataType_t *type) {
+static int nccl_tensor_type(const dorac_tensor *t, const char *op, size_t i, int rank, ncclDataType_t *type) {
     if (!t)
-        return dorac_error(DORAC_E_INVALID, "dist rank %d: all_reduce_sum: tensor %zu is NULL", rank, i);
+        return dorac_error(DORAC_E_INVALID, "dist rank %d: %s: tensor %zu is NULL", rank, op, i);
     if (t->type == DORAC_DTYPE_F32)
         *type = ncclFloat32;
     else if (t->type == DORAC_DTYPE_BF16)
         *type = ncclBfloat16;
     else
-        return dorac_error(DORAC_E_UNSUPPORTED, "dist rank %d: all_reduce_sum: tensor %zu is %s, not F32 or BF16",
-                           rank, i, dorac_dtype_name(t->type));
+        return dorac_error(DORAC_E_UNSUPPORTED, "dist rank %d: %s: tensor %zu is %s, not F32 or BF16",
+                           rank, op, i, dorac_dtype_name(t->type));
     if (t->rows < 0 || t->cols < 0 || t->ld < t->cols)
-        return dorac_error(DORAC_E_INVALID, "dist rank %d: all_reduce_sum: tensor %zu has shape (%lld, %lld) ld %lld",
-                           rank, i, (long long)t->rows, (long long)t->cols, (long long)t->ld);
+        return dorac_error(DORAC_E_INVALID, "dist rank %d: %s: tensor %zu has shape (%lld, %lld) ld %lld",
+                           rank, op, i, (long long)t->rows, (long long)t->cols, (long long)t->ld);
     /* one row is contiguous whatever its stride */
     if (t->ld != t->cols && t->rows > 1)
         return dorac_error(DORAC_E_UNSUPPORTED,
-                           "dist rank %d: all_reduce_sum: tensor %zu is a strided view (%lld, %lld) "
+                           "dist rank %d: %s: tensor %zu is a strided view (%lld, %lld) "
                            "ld %lld; NCCL needs contiguous tensors",
-                           rank, i, (long long)t->rows, (long long)t->cols, (long long)t->ld);
+                           rank, op, i, (long long)t->rows, (long long)t->cols, (long long)t->ld);
     return DORAC_OK;
 }
 
-static int nccl_all_reduce_sum(dorac_dist *d, dorac_backend *be, const dorac_tensor *const *t,
-                               size_t n) {
+/* The three device collectives: one NCCL call per tensor, all in one group. */
+enum nccl_op { NCCL_ALL_REDUCE, NCCL_REDUCE_TO_OWNER, NCCL_BROADCAST_FROM_OWNER };
+
+static const char *nccl_op_name(nccl_op op) {
+    switch (op) {
+    case NCCL_ALL_REDUCE: return "all_reduce_sum";
+    case NCCL_REDUCE_TO_OWNER: return "reduce_to_owner";
+    case NCCL_BROADCAST_FROM_OWNER: return "broadcast_from_owner";
+    }
+    return "?";
+}
+
+/* Checks every tensor (and owner) before the group starts, so a bad list
+** queues nothing on any rank; then queues the calls on the backend's
+** stream, in place. NCCL's in-place reduce leaves a non-root's buffer as it
+** was, which is reduce_to_owner's contract. */
+static int nccl_tensors(dorac_dist *d, dorac_backend *be, nccl_op op, const dorac_tensor *const *t,
+                        const int *owner, size_t n) {
     nccl_context *ctx = (nccl_context *)d->context;
-    if (!be || (!t && n > 0))
-        return dorac_error(DORAC_E_INVALID, "dist rank %d: all_reduce_sum: NULL argument", d->rank);
+    const char *name = nccl_op_name(op);
+    if (!be || (!t && n > 0) || (op != NCCL_ALL_REDUCE && !owner && n > 0))
+        return dorac_error(DORAC_E_INVALID, "dist rank %d: %s: NULL argument", d->rank, name);
     if (!be->name || strcmp(be->name, "cuda") != 0 ||
         ((cuda_context *)be->context)->stream != ctx->stream)
         return dorac_error(DORAC_E_INVALID,
-                           "dist rank %d: all_reduce_sum: tensors must be on the CUDA backend the "
-                           "communicator was opened with", d->rank);
+                           "dist rank %d: %s: tensors must be on the CUDA backend the "
+                           "communicator was opened with", d->rank, name);
     for (size_t i = 0; i < n; i++) {
         ncclDataType_t type;
-        DORAC_TRY(nccl_tensor_type(t[i], i, d->rank, &type));
+        DORAC_TRY(nccl_tensor_type(t[i], name, i, d->rank, &type));
+        if (op != NCCL_ALL_REDUCE && (owner[i] < 0 || owner[i] >= d->world))
+            return dorac_error(DORAC_E_INVALID, "dist rank %d: %s: tensor %zu's owner is rank %d, outside [0, %d)",
+                               d->rank, name, i, owner[i], d->world);
     }
     DORAC_TRY(nccl_status(ncclGroupStart(), d->rank, "ncclGroupStart"));
     ncclResult_t first_error = ncclSuccess;
     for (size_t i = 0; i < n && first_error == ncclSuccess; i++) {
         ncclDataType_t type = ncclFloat32;
-        (void)nccl_tensor_type(t[i], i, d->rank, &type);
+        (void)nccl_tensor_type(t[i], name, i, d->rank, &type);
         size_t count = (size_t)t[i]->rows * (size_t)t[i]->cols;
         if (count == 0) continue;
-        first_error = ncclAllReduce(t[i]->data, t[i]->data, count, type, ncclSum, ctx->comm,
-                                    ctx->stream);
+        void *buf = t[i]->data;
+        if (op == NCCL_ALL_REDUCE)
+            first_error = ncclAllReduce(buf, buf, count, type, ncclSum, ctx->comm, ctx->stream);
+        else if (op == NCCL_REDUCE_TO_OWNER)
+            first_error = ncclReduce(buf, buf, count, type, ncclSum, owner[i], ctx->comm, ctx->stream);
+        else
+            first_error = ncclBroadcast(buf, buf, count, type, owner[i], ctx->comm, ctx->stream);
     }
     /* the group must be closed even when a call inside it failed */
     ncclResult_t end = ncclGroupEnd();
-    DORAC_TRY(nccl_status(first_error, d->rank, "ncclAllReduce"));
+    DORAC_TRY(nccl_status(first_error, d->rank, name));
     return nccl_status(end, d->rank, "ncclGroupEnd");
+}
+
+static int nccl_all_reduce_sum(dorac_dist *d, dorac_backend *be, const dorac_tensor *const *t,
+                               size_t n) {
+    return nccl_tensors(d, be, NCCL_ALL_REDUCE, t, NULL, n);
+}
+
+static int nccl_reduce_to_owner(dorac_dist *d, dorac_backend *be, const dorac_tensor *const *t,
+                                const int *owner, size_t n) {
+    return nccl_tensors(d, be, NCCL_REDUCE_TO_OWNER, t, owner, n);
+}
+
+static int nccl_broadcast_from_owner(dorac_dist *d, dorac_backend *be, const dorac_tensor *const *t,
+                                     const int *owner, size_t n) {
+    return nccl_tensors(d, be, NCCL_BROADCAST_FROM_OWNER, t, owner, n);
 }
 
 static int nccl_all_reduce_host(dorac_dist *d, double *v, size_t n) {
@@ -113,6 +159,12 @@ static int nccl_broadcast_host(dorac_dist *d, void *buf, size_t nbytes) {
 
 static int nccl_barrier(dorac_dist *d) {
     return dorac_tcp_group_barrier(((nccl_context *)d->context)->group);
+}
+
+/* The sharded optimizer state is on the host by the time it is gathered
+** (it goes to a file), so the rendezvous socket carries it. */
+static int nccl_gather_host(dorac_dist *d, const void *part, void *all, const size_t *part_bytes) {
+    return dorac_tcp_group_gather(((nccl_context *)d->context)->group, part, all, part_bytes);
 }
 
 int dorac_dist_open_nccl(const dorac_dist_env *env, dorac_backend *be, dorac_dist **out) {
@@ -142,6 +194,9 @@ int dorac_dist_open_nccl(const dorac_dist_env *env, dorac_backend *be, dorac_dis
     d->all_reduce_host = nccl_all_reduce_host;
     d->broadcast_host = nccl_broadcast_host;
     d->barrier = nccl_barrier;
+    d->reduce_to_owner = nccl_reduce_to_owner;
+    d->broadcast_from_owner = nccl_broadcast_from_owner;
+    d->gather_host = nccl_gather_host;
 
     int status = dorac_tcp_group_open(env, &ctx->group);
     ncclUniqueId id;

@@ -14,12 +14,27 @@
 ** byte count against that before reading any payload: a size from the wire
 ** never decides how much is read or allocated.
 **
+** Messages of each collective (tensors travel as doubles, in host batches):
+**   all_reduce            reduce-up from each rank, reduce-down to each rank
+**   reduce_to_owner       reduce-up from each rank; owned-sums to each rank
+**                         >= 1 that owns a tensor of the batch: the sums of
+**                         its tensors only, packed in order
+**   broadcast_from_owner  owned-up from each rank >= 1 that owns a tensor
+**                         of the batch (its tensors, packed); owned-down, the
+**                         whole batch, to each rank
+**   gather_host           gather from each rank >= 1 (even of 0 bytes)
+**   broadcast             broadcast to each rank
+**
 ** Invariants:
 **   - Every socket has SO_RCVTIMEO and SO_SNDTIMEO set to the group's
 **     timeout, so a peer that dies or stops is an error, never a hang.
 **   - Sends use MSG_NOSIGNAL: a peer that closes never raises SIGPIPE.
 **   - Rank 0 adds the values in rank order 0, 1, ..., W-1 and sends the same
-**     bytes back to every rank, so all ranks hold identical sums.
+**     bytes back to every rank (or owner), so all ranks hold identical sums
+**     and reduce_to_owner's sums are all_reduce's, bit for bit.
+**   - The per-owner collectives check every tensor and owner before the
+**     first message, so a bad list fails on every rank alike and sends
+**     nothing.
 **   - On any failure every socket the failing call opened is closed.
 */
 #define _POSIX_C_SOURCE 200809L /* getaddrinfo, clock_gettime, nanosleep, MSG_NOSIGNAL */
@@ -67,7 +82,11 @@ enum {
     TAG_WELCOME = 1, /* rank 0 to each rank: the whole world has joined */
     TAG_REDUCE_UP,   /* a rank's values to rank 0 */
     TAG_REDUCE_DOWN, /* the sums from rank 0 */
-    TAG_BROADCAST    /* rank 0's bytes */
+    TAG_BROADCAST,   /* rank 0's bytes */
+    TAG_OWNED_SUMS,  /* reduce_to_owner: the sums of the tensors a rank owns, from rank 0 */
+    TAG_OWNED_UP,    /* broadcast_from_owner: an owner's tensors to rank 0 */
+    TAG_OWNED_DOWN,  /* broadcast_from_owner: every owner's tensors, from rank 0 */
+    TAG_GATHER       /* gather_host: a rank's bytes to rank 0 */
 };
 
 struct dorac_tcp_group {
@@ -84,6 +103,10 @@ static const char *tag_name(uint32_t tag) {
     case TAG_REDUCE_UP: return "reduce-up";
     case TAG_REDUCE_DOWN: return "reduce-down";
     case TAG_BROADCAST: return "broadcast";
+    case TAG_OWNED_SUMS: return "owned-sums";
+    case TAG_OWNED_UP: return "owned-up";
+    case TAG_OWNED_DOWN: return "owned-down";
+    case TAG_GATHER: return "gather";
     default: return "unknown";
     }
 }
@@ -199,13 +222,19 @@ static int recv_all(const dorac_tcp_group *g, int fd, int peer, void *buf, size_
     return DORAC_OK;
 }
 
-static int send_msg(const dorac_tcp_group *g, int fd, int peer, uint32_t tag, const void *payload,
-                    size_t nbytes) {
+/* Sends the header of a message of nbytes; the payload follows in one or
+** more send_all calls. */
+static int send_header(const dorac_tcp_group *g, int fd, int peer, uint32_t tag, size_t nbytes) {
     unsigned char h[HEADER_BYTES];
     put_u32(h, HEADER_MAGIC);
     put_u32(h + 4, tag);
     put_u64(h + 8, (uint64_t)nbytes);
-    DORAC_TRY(send_all(g, fd, peer, h, sizeof h));
+    return send_all(g, fd, peer, h, sizeof h);
+}
+
+static int send_msg(const dorac_tcp_group *g, int fd, int peer, uint32_t tag, const void *payload,
+                    size_t nbytes) {
+    DORAC_TRY(send_header(g, fd, peer, tag, nbytes));
     return send_all(g, fd, peer, payload, nbytes);
 }
 
@@ -459,19 +488,12 @@ int dorac_tcp_group_open(const dorac_dist_env *env, dorac_tcp_group **out) {
     return DORAC_OK;
 }
 
-int dorac_tcp_group_all_reduce(dorac_tcp_group *g, double *v, size_t n) {
-    if (!g || (!v && n > 0)) return dorac_error(DORAC_E_INVALID, "dist: all_reduce: NULL argument");
-    if (n > SIZE_MAX / sizeof(double))
-        return dorac_error(DORAC_E_INVALID, "dist rank %d: all_reduce of %zu doubles overflows",
-                           g->rank, n);
-    if (g->world == 1) return DORAC_OK;
+/* The first half of every sum: ranks >= 1 send v[0..n) to rank 0, whose v
+** becomes the sum, added in rank order (rank 0's values, then rank 1's,
+** ...); the others' v is left as it was. n * 8 must not overflow. */
+static int reduce_up(dorac_tcp_group *g, double *v, size_t n) {
     size_t nbytes = n * sizeof(double);
-    if (g->rank != 0) {
-        DORAC_TRY(send_msg(g, g->master_fd, 0, TAG_REDUCE_UP, v, nbytes));
-        DORAC_TRY(recv_header(g, g->master_fd, 0, TAG_REDUCE_DOWN, nbytes));
-        return recv_all(g, g->master_fd, 0, v, nbytes);
-    }
-    /* v holds rank 0's values; add rank 1's, then rank 2's, ... */
+    if (g->rank != 0) return send_msg(g, g->master_fd, 0, TAG_REDUCE_UP, v, nbytes);
     for (int r = 1; r < g->world; r++) {
         DORAC_TRY(recv_header(g, g->peer_fd[r], r, TAG_REDUCE_UP, nbytes));
         for (size_t off = 0; off < n; off += REDUCE_CHUNK) {
@@ -479,6 +501,21 @@ int dorac_tcp_group_all_reduce(dorac_tcp_group *g, double *v, size_t n) {
             DORAC_TRY(recv_all(g, g->peer_fd[r], r, g->scratch, len * sizeof(double)));
             for (size_t i = 0; i < len; i++) v[off + i] += g->scratch[i];
         }
+    }
+    return DORAC_OK;
+}
+
+int dorac_tcp_group_all_reduce(dorac_tcp_group *g, double *v, size_t n) {
+    if (!g || (!v && n > 0)) return dorac_error(DORAC_E_INVALID, "dist: all_reduce: NULL argument");
+    if (n > SIZE_MAX / sizeof(double))
+        return dorac_error(DORAC_E_INVALID, "dist rank %d: all_reduce of %zu doubles overflows",
+                           g->rank, n);
+    if (g->world == 1) return DORAC_OK;
+    size_t nbytes = n * sizeof(double);
+    DORAC_TRY(reduce_up(g, v, n));
+    if (g->rank != 0) {
+        DORAC_TRY(recv_header(g, g->master_fd, 0, TAG_REDUCE_DOWN, nbytes));
+        return recv_all(g, g->master_fd, 0, v, nbytes);
     }
     for (int r = 1; r < g->world; r++)
         DORAC_TRY(send_msg(g, g->peer_fd[r], r, TAG_REDUCE_DOWN, v, nbytes));
@@ -498,6 +535,29 @@ int dorac_tcp_group_broadcast(dorac_tcp_group *g, void *buf, size_t nbytes) {
     return DORAC_OK;
 }
 
+int dorac_tcp_group_gather(dorac_tcp_group *g, const void *part, void *all, const size_t *part_bytes) {
+    if (!g || !part_bytes) return dorac_error(DORAC_E_INVALID, "dist: gather_host: NULL argument");
+    /* every rank checks the whole layout, so a bad one fails everywhere before any traffic */
+    size_t total = 0;
+    for (int r = 0; r < g->world; r++) {
+        if (part_bytes[r] > SIZE_MAX - total)
+            return dorac_error(DORAC_E_INVALID, "dist rank %d: gather_host: the parts' sizes overflow", g->rank);
+        total += part_bytes[r];
+    }
+    if (!part && part_bytes[g->rank] > 0)
+        return dorac_error(DORAC_E_INVALID, "dist rank %d: gather_host: part is NULL", g->rank);
+    if (g->rank != 0) return send_msg(g, g->master_fd, 0, TAG_GATHER, part, part_bytes[g->rank]);
+    if (!all && total > 0) return dorac_error(DORAC_E_INVALID, "dist rank 0: gather_host: all is NULL");
+    if (part_bytes[0] > 0 && part != all) memmove(all, part, part_bytes[0]);
+    size_t off = part_bytes[0];
+    for (int r = 1; r < g->world; r++) {
+        DORAC_TRY(recv_header(g, g->peer_fd[r], r, TAG_GATHER, part_bytes[r]));
+        DORAC_TRY(recv_all(g, g->peer_fd[r], r, (char *)all + off, part_bytes[r]));
+        off += part_bytes[r];
+    }
+    return DORAC_OK;
+}
+
 int dorac_tcp_group_barrier(dorac_tcp_group *g) {
     double zero = 0.0;
     return dorac_tcp_group_all_reduce(g, &zero, 1);
@@ -506,64 +566,179 @@ int dorac_tcp_group_barrier(dorac_tcp_group *g) {
 /* ---- the "tcp" collectives ---------------------------------------------- */
 
 /* *count = elements of t, checked: a float tensor with a sane shape. */
-static int tensor_count(const dorac_tensor *t, size_t i, size_t *count) {
-    if (!t) return dorac_error(DORAC_E_INVALID, "dist: all_reduce_sum: tensor %zu is NULL", i);
+static int tensor_count(const dorac_tensor *t, const char *op, size_t i, size_t *count) {
+    if (!t) return dorac_error(DORAC_E_INVALID, "dist: %s: tensor %zu is NULL", op, i);
     if (t->type != DORAC_DTYPE_F32 && t->type != DORAC_DTYPE_BF16 && t->type != DORAC_DTYPE_F16 &&
         t->type != DORAC_DTYPE_F64)
-        return dorac_error(DORAC_E_UNSUPPORTED, "dist: all_reduce_sum: tensor %zu is %s, not a float type",
-                           i, dorac_dtype_name(t->type));
+        return dorac_error(DORAC_E_UNSUPPORTED, "dist: %s: tensor %zu is %s, not a float type", op, i,
+                           dorac_dtype_name(t->type));
     if (t->rows < 0 || t->cols < 0 || t->ld < t->cols)
-        return dorac_error(DORAC_E_INVALID, "dist: all_reduce_sum: tensor %zu has shape (%lld, %lld) ld %lld",
-                           i, (long long)t->rows, (long long)t->cols, (long long)t->ld);
+        return dorac_error(DORAC_E_INVALID, "dist: %s: tensor %zu has shape (%lld, %lld) ld %lld", op, i,
+                           (long long)t->rows, (long long)t->cols, (long long)t->ld);
     if (t->cols > 0 && (uint64_t)t->rows > (uint64_t)(SIZE_MAX / sizeof(double)) / (uint64_t)t->cols)
-        return dorac_error(DORAC_E_INVALID, "dist: all_reduce_sum: tensor %zu is too large", i);
+        return dorac_error(DORAC_E_INVALID, "dist: %s: tensor %zu is too large", op, i);
     *count = (size_t)t->rows * (size_t)t->cols;
     return DORAC_OK;
 }
 
-/* Downloads the tensors as doubles into host batches of up to PACK_DOUBLES
-** (a larger tensor alone), sums each batch over ranks and uploads it back.
-** Shapes match on every rank, so every rank forms the same batches. */
-static int tcp_all_reduce_sum(dorac_dist *d, dorac_backend *be, const dorac_tensor *const *t,
-                              size_t n) {
-    if (!be || (!t && n > 0))
-        return dorac_error(DORAC_E_INVALID, "dist: all_reduce_sum: NULL argument");
+static size_t elems(const dorac_tensor *t) {
+    return (size_t)t->rows * (size_t)t->cols;
+}
+
+/* Checks a collective's tensor list (and, for the owned collectives, the
+** owners: each in [0, world)); *cap = the doubles of the host batch its calls need: the
+** largest tensor or PACK_DOUBLES, whichever is larger, but no more than all
+** of them; 0 when there is nothing to move. */
+static int check_list(const dorac_dist *d, const char *op, dorac_backend *be, const dorac_tensor *const *t,
+                      bool owned, const int *owner, size_t n, size_t *cap) {
+    if (!be || (!t && n > 0) || (owned && !owner && n > 0))
+        return dorac_error(DORAC_E_INVALID, "dist rank %d: %s: NULL argument", d->rank, op);
     size_t total = 0, largest = 0;
     for (size_t i = 0; i < n; i++) {
         size_t c = 0;
-        DORAC_TRY(tensor_count(t[i], i, &c));
+        DORAC_TRY(tensor_count(t[i], op, i, &c));
+        if (owner && (owner[i] < 0 || owner[i] >= d->world))
+            return dorac_error(DORAC_E_INVALID, "dist rank %d: %s: tensor %zu's owner is rank %d, outside [0, %d)",
+                               d->rank, op, i, owner[i], d->world);
         total = total + c < total ? SIZE_MAX : total + c;
         if (c > largest) largest = c;
     }
-    if (d->world == 1 || total == 0) return DORAC_OK;
-    size_t cap = largest > PACK_DOUBLES ? largest : PACK_DOUBLES;
-    if (cap > total) cap = total;
+    size_t c = largest > PACK_DOUBLES ? largest : PACK_DOUBLES;
+    *cap = c > total ? total : c;
+    return DORAC_OK;
+}
+
+/* The end of the host batch that starts at tensor i: tensors i..end-1 hold
+** *used <= cap doubles (a tensor larger than cap would travel alone, but cap
+** is never below the largest). Shapes match on every rank, so every rank
+** forms the same batches. */
+static size_t batch_end(const dorac_tensor *const *t, size_t n, size_t i, size_t cap, size_t *used) {
+    size_t j = i, u = 0;
+    while (j < n && (u == 0 || u + elems(t[j]) <= cap)) u += elems(t[j++]);
+    *used = u;
+    return j;
+}
+
+/* Downloads (or uploads) tensors [i, j) of the batch between the backend
+** and host, as doubles at their offsets; with `only_owner` >= 0 just the
+** tensors that rank owns, with `skip_owner` >= 0 all but those. */
+static int batch_copy(dorac_backend *be, bool upload, const dorac_tensor *const *t, const int *owner, size_t i,
+                      size_t j, double *host, int only_owner, int skip_owner) {
+    size_t off = 0;
+    for (size_t k = i; k < j; k++) {
+        size_t c = elems(t[k]);
+        bool take = c > 0 && (only_owner < 0 || owner[k] == only_owner) && (skip_owner < 0 || owner[k] != skip_owner);
+        if (take) DORAC_TRY(upload ? be->upload(be, t[k], host + off, DORAC_DTYPE_F64)
+                                   : be->download(be, host + off, DORAC_DTYPE_F64, t[k]));
+        off += c;
+    }
+    return DORAC_OK;
+}
+
+/* Moves the tensors of the batch [i, j) that rank r owns, packed in
+** order, between host (at their offsets) and rank 0 or rank r: sends them
+** (send) or receives them (!send) over fd, as one message with `tag`.
+** Both ends compute the same byte count, and a rank that owns nothing in
+** the batch exchanges no message. */
+static int move_owned(dorac_tcp_group *g, bool send, int fd, int peer, uint32_t tag, const dorac_tensor *const *t,
+                      const int *owner, size_t i, size_t j, double *host, int r) {
+    size_t bytes = 0;
+    for (size_t k = i; k < j; k++)
+        if (owner[k] == r) bytes += elems(t[k]) * sizeof(double);
+    if (bytes == 0) return DORAC_OK;
+    if (send) DORAC_TRY(send_header(g, fd, peer, tag, bytes));
+    else DORAC_TRY(recv_header(g, fd, peer, tag, bytes));
+    size_t off = 0;
+    for (size_t k = i; k < j; k++) {
+        size_t c = elems(t[k]);
+        if (owner[k] == r && c > 0)
+            DORAC_TRY(send ? send_all(g, fd, peer, host + off, c * sizeof(double))
+                           : recv_all(g, fd, peer, host + off, c * sizeof(double)));
+        off += c;
+    }
+    return DORAC_OK;
+}
+
+/* The three device collectives, one host batch at a time. */
+enum tcp_op { OP_ALL_REDUCE, OP_REDUCE_TO_OWNER, OP_BROADCAST_FROM_OWNER };
+
+static int tcp_batch(dorac_dist *d, dorac_backend *be, enum tcp_op op, const dorac_tensor *const *t,
+                     const int *owner, size_t i, size_t j, size_t used, double *host) {
+    dorac_tcp_group *g = d->context;
+    int me = d->rank;
+    size_t nbytes = used * sizeof(double);
+    switch (op) {
+    case OP_ALL_REDUCE:
+        DORAC_TRY(batch_copy(be, false, t, NULL, i, j, host, -1, -1));
+        DORAC_TRY(dorac_tcp_group_all_reduce(g, host, used));
+        return batch_copy(be, true, t, NULL, i, j, host, -1, -1);
+    case OP_REDUCE_TO_OWNER:
+        /* rank 0 sums everything (as all_reduce would), then each rank gets
+        ** the sums of what it owns */
+        DORAC_TRY(batch_copy(be, false, t, owner, i, j, host, -1, -1));
+        DORAC_TRY(reduce_up(g, host, used));
+        if (me == 0)
+            for (int r = 1; r < d->world; r++)
+                DORAC_TRY(move_owned(g, true, g->peer_fd[r], r, TAG_OWNED_SUMS, t, owner, i, j, host, r));
+        else
+            DORAC_TRY(move_owned(g, false, g->master_fd, 0, TAG_OWNED_SUMS, t, owner, i, j, host, me));
+        return batch_copy(be, true, t, owner, i, j, host, me, -1);
+    case OP_BROADCAST_FROM_OWNER:
+        /* owners send theirs to rank 0, which sends the whole batch to all */
+        DORAC_TRY(batch_copy(be, false, t, owner, i, j, host, me, -1));
+        if (me == 0) {
+            for (int r = 1; r < d->world; r++)
+                DORAC_TRY(move_owned(g, false, g->peer_fd[r], r, TAG_OWNED_UP, t, owner, i, j, host, r));
+            for (int r = 1; r < d->world; r++)
+                DORAC_TRY(send_msg(g, g->peer_fd[r], r, TAG_OWNED_DOWN, host, nbytes));
+        } else {
+            DORAC_TRY(move_owned(g, true, g->master_fd, 0, TAG_OWNED_UP, t, owner, i, j, host, me));
+            DORAC_TRY(recv_header(g, g->master_fd, 0, TAG_OWNED_DOWN, nbytes));
+            DORAC_TRY(recv_all(g, g->master_fd, 0, host, nbytes));
+        }
+        return batch_copy(be, true, t, owner, i, j, host, -1, me);
+    }
+    return dorac_error(DORAC_E_INVALID, "dist rank %d: unknown collective %d", me, (int)op);
+}
+
+/* Runs op over the tensors in host batches of doubles (check_list's cap),
+** so hundreds of small tensors cost a few round trips, not hundreds. */
+static int tcp_tensors(dorac_dist *d, dorac_backend *be, enum tcp_op op, const char *name,
+                       const dorac_tensor *const *t, const int *owner, size_t n) {
+    size_t cap = 0;
+    DORAC_TRY(check_list(d, name, be, t, op != OP_ALL_REDUCE, owner, n, &cap));
+    if (d->world == 1 || cap == 0) return DORAC_OK;
     double *host = malloc(cap * sizeof *host);
     if (!host)
-        return dorac_error(DORAC_E_NOMEM, "dist rank %d: all_reduce_sum: no memory for %zu doubles",
-                           d->rank, cap);
+        return dorac_error(DORAC_E_NOMEM, "dist rank %d: %s: no memory for %zu doubles", d->rank, name, cap);
     int status = DORAC_OK;
     for (size_t i = 0; i < n && status == DORAC_OK;) {
-        size_t j = i, used = 0;
-        while (j < n && status == DORAC_OK) {
-            size_t c = (size_t)t[j]->rows * (size_t)t[j]->cols;
-            if (used > 0 && used + c > cap) break;
-            if (c > 0) status = be->download(be, host + used, DORAC_DTYPE_F64, t[j]);
-            used += c;
-            j++;
-        }
-        if (status == DORAC_OK) status = dorac_tcp_group_all_reduce(d->context, host, used);
-        for (size_t k = i, off = 0; k < j && status == DORAC_OK; k++) {
-            size_t c = (size_t)t[k]->rows * (size_t)t[k]->cols;
-            if (c > 0) status = be->upload(be, t[k], host + off, DORAC_DTYPE_F64);
-            off += c;
-        }
+        size_t used = 0, j = batch_end(t, n, i, cap, &used);
+        status = tcp_batch(d, be, op, t, owner, i, j, used, host);
         /* the host batch is reused or freed next: let uploads finish reading it */
         if (status == DORAC_OK && be->synchronize) status = be->synchronize(be);
         i = j;
     }
     free(host);
     return status;
+}
+
+static int tcp_all_reduce_sum(dorac_dist *d, dorac_backend *be, const dorac_tensor *const *t, size_t n) {
+    return tcp_tensors(d, be, OP_ALL_REDUCE, "all_reduce_sum", t, NULL, n);
+}
+
+static int tcp_reduce_to_owner(dorac_dist *d, dorac_backend *be, const dorac_tensor *const *t, const int *owner,
+                               size_t n) {
+    return tcp_tensors(d, be, OP_REDUCE_TO_OWNER, "reduce_to_owner", t, owner, n);
+}
+
+static int tcp_broadcast_from_owner(dorac_dist *d, dorac_backend *be, const dorac_tensor *const *t,
+                                    const int *owner, size_t n) {
+    return tcp_tensors(d, be, OP_BROADCAST_FROM_OWNER, "broadcast_from_owner", t, owner, n);
+}
+
+static int tcp_gather_host(dorac_dist *d, const void *part, void *all, const size_t *part_bytes) {
+    return dorac_tcp_group_gather(d->context, part, all, part_bytes);
 }
 
 static int tcp_all_reduce_host(dorac_dist *d, double *v, size_t n) {
@@ -605,6 +780,9 @@ int dorac_dist_open_tcp(const dorac_dist_env *env, dorac_dist **out) {
         /* .all_reduce_host = */ tcp_all_reduce_host,
         /* .broadcast_host  = */ tcp_broadcast_host,
         /* .barrier         = */ tcp_barrier,
+        /* .reduce_to_owner      = */ tcp_reduce_to_owner,
+        /* .broadcast_from_owner = */ tcp_broadcast_from_owner,
+        /* .gather_host          = */ tcp_gather_host,
     };
     *out = d;
     return DORAC_OK;

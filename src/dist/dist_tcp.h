@@ -45,6 +45,11 @@ int dorac_tcp_group_all_reduce(dorac_tcp_group *g, double *v, size_t n);
 /* buf[0..nbytes) on every rank becomes rank 0's. */
 int dorac_tcp_group_broadcast(dorac_tcp_group *g, void *buf, size_t nbytes);
 
+/* Rank r sends part[0..part_bytes[r]); rank 0 receives every rank's part
+** into all, in rank order (dist.h, gather_host). part_bytes has world
+** entries, the same on every rank; all is read on rank 0 only. */
+int dorac_tcp_group_gather(dorac_tcp_group *g, const void *part, void *all, const size_t *part_bytes);
+
 /* Returns on each rank once every rank has called it. */
 int dorac_tcp_group_barrier(dorac_tcp_group *g);
 

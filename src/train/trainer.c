@@ -18,6 +18,14 @@
 ** writes metrics, checkpoints and the final adapter or model; every rank
 ** reads the same checkpoint to resume. With adapter dropout, each rank
 ** draws its own masks, so runs of different world sizes differ there.
+**
+** ZeRO-1 (zero_stage 1, the default for full fine-tuning): the optimizer
+** keeps each rank's shard of the AdamW state only; the gradients are
+** reduced to their owners instead of to all, the clipping norm is summed
+** over the shards, and the updated parameters are gathered from their
+** owners (train/optimizer.h). Saving a checkpoint is then collective:
+** every rank sends its shard to rank 0, which writes the whole state in the
+** unsharded format, so any world size can resume it.
 */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime, strdup */
 #include "train/trainer.h"
@@ -60,6 +68,7 @@ void dorac_train_config_defaults(dorac_train_config *c) {
     c->keep = 2;
     c->eval_batch_size = 8;
     c->save_dtype = DORAC_DTYPE_F32;
+    c->zero_stage = -1;
 }
 
 static double now_s(void) {
@@ -311,6 +320,8 @@ typedef struct trainer {
     const char *weights_src; /* folder whose config/tokenizer files go with saved weights */
 } trainer;
 
+static bool is_writer(const trainer *t) { return t->dist->rank == 0; }
+
 /* Full fine-tuning's weights as an HF folder's files, into an existing dir:
 ** the weights, plus config.json and the tokenizer files from the source
 ** model folder, or (init_random) from --config and --tokenizer. */
@@ -330,15 +341,22 @@ static int write_full_model(trainer *t, const char *dir, dorac_dtype dtype) {
     return DORAC_OK;
 }
 
+/* Called on every rank; rank 0 alone writes. The optimizer state goes
+** first: with ZeRO-1 every rank sends its shard to rank 0 there, and rank 0
+** takes part even when it could not start the folder, so that no rank is
+** left waiting. */
 static int save_checkpoint(trainer *t, double lr) {
     const dorac_train_config *c = t->cfg;
     char final[4200], tmp[4200], path[4400];
+    bool writer = is_writer(t);
     snprintf(final, sizeof final, "%s/checkpoint-%lld", c->out_dir, (long long)t->st.step);
-    DORAC_TRY(dorac_atomic_dir_begin(tmp, sizeof tmp, final));
-    int rc = c->method == DORAC_METHOD_FULL ? write_full_model(t, tmp, DORAC_DTYPE_F32)
-                                            : dorac_model_write_adapter(t->model, tmp, c->model_dir);
-    snprintf(path, sizeof path, "%s/optimizer.safetensors", tmp);
-    if (!rc) rc = dorac_optimizer_save(&t->opt, path);
+    int begun = writer ? dorac_atomic_dir_begin(tmp, sizeof tmp, final) : DORAC_E_INVALID;
+    if (begun == DORAC_OK) snprintf(path, sizeof path, "%s/optimizer.safetensors", tmp);
+    int rc = dorac_optimizer_save(&t->opt, begun == DORAC_OK ? path : NULL);
+    if (!writer) return rc;
+    if (begun != DORAC_OK) return begun;
+    if (!rc) rc = c->method == DORAC_METHOD_FULL ? write_full_model(t, tmp, DORAC_DTYPE_F32)
+                                                 : dorac_model_write_adapter(t->model, tmp, c->model_dir);
     if (!rc) rc = write_state(tmp, c, &t->st, t->total_steps, lr);
     if (!rc) rc = metrics_write(&t->met, tmp); /* the history up to this step travels with it */
     if (!rc) rc = dorac_atomic_dir_commit(tmp, final);
@@ -369,6 +387,10 @@ static int check_config(const dorac_train_config *c) {
         return dorac_error(DORAC_E_INVALID, "train: lr and eps must be positive, betas in [0, 1), weight decay >= 0");
     if (c->keep < 0 || c->eval_every < 0 || c->save_every < 0)
         return dorac_error(DORAC_E_INVALID, "train: --keep, --eval-every and --save-every must be >= 0");
+    if (c->zero_stage < -1 || c->zero_stage > 1)
+        return dorac_error(DORAC_E_UNSUPPORTED,
+                           "train: --zero %d is not supported: 0 (every rank keeps the whole optimizer state) or "
+                           "1 (ZeRO-1, sharded AdamW state); stages 2 and 3 are not implemented", c->zero_stage);
     return DORAC_OK;
 }
 
@@ -460,7 +482,32 @@ static void trainer_free(trainer *t) {
     dorac_backend_destroy(t->be);
 }
 
-static bool is_writer(const trainer *t) { return t->dist->rank == 0; }
+/* Collective: rank 0 notes the AdamW state each rank holds, e.g.
+**   optimizer state (ZeRO-1, sharded): bytes per rank 21901312 21903360 of 43804672
+** so that the sharding can be seen (and is checked by the tests). */
+static int note_optimizer_bytes(trainer *t) {
+    int W = t->dist->world;
+    double *bytes = calloc((size_t)W, sizeof *bytes);
+    if (!bytes) return dorac_error(DORAC_E_NOMEM, "train: out of memory");
+    bytes[t->dist->rank] = (double)t->opt.state_bytes;
+    int rc = t->dist->all_reduce_host(t->dist, bytes, (size_t)W);
+    if (!rc && is_writer(t)) {
+        char line[1024];
+        size_t len = (size_t)snprintf(line, sizeof line, "optimizer state (%s): bytes per rank",
+                                      t->opt.sharded ? "ZeRO-1, sharded" : "replicated");
+        double total = 0;
+        for (int r = 0; r < W; r++) {
+            total += bytes[r];
+            if (len < sizeof line - 64) len += (size_t)snprintf(line + len, sizeof line - len, " %.0f", bytes[r]);
+            else if (r == W - 1) len += (size_t)snprintf(line + len, sizeof line - len, " ...");
+        }
+        if (!t->opt.sharded) total = bytes[0]; /* each holds all of it */
+        snprintf(line + len, sizeof line - len, " of %.0f", total);
+        note(t->cb, "%s", line);
+    }
+    free(bytes);
+    return rc;
+}
 
 /* ---------------------------------------------------------------------- */
 /* the loop                                                               */
@@ -493,15 +540,13 @@ static int train_step(trainer *t, int32_t *ids, int32_t *tg, double lr, double *
         DORAC_TRY(dorac_model_backward(t->model));
         sum += r.loss_sum;
     }
-    if (d->world > 1) {
-        DORAC_TRY(d->all_reduce_host(d, &sum, 1));
-        DORAC_TRY(d->all_reduce_sum(d, t->be, t->opt.grads, t->opt.n));
-    }
+    if (d->world > 1) DORAC_TRY(d->all_reduce_host(d, &sum, 1));
+    DORAC_TRY(dorac_optimizer_sync_grads(&t->opt)); /* to every rank, or with ZeRO-1 to each owner */
     if (!isfinite(sum))
         return dorac_error(DORAC_E_NUMERIC, "non-finite loss at step %lld", (long long)t->st.step + 1);
     count = (int64_t)global_count;
     rows *= d->world;
-    DORAC_TRY(dorac_optimizer_grad_norm(&t->opt, grad_norm));
+    DORAC_TRY(dorac_optimizer_grad_norm(&t->opt, grad_norm)); /* the same on every rank */
     if (!isfinite(*grad_norm))
         return dorac_error(DORAC_E_NUMERIC, "non-finite gradient norm at step %lld", (long long)t->st.step + 1);
     if (count > 0) DORAC_TRY(dorac_optimizer_step(&t->opt, &c->adamw, lr, *grad_norm));
@@ -557,7 +602,7 @@ static int run_loop(trainer *t, dorac_train_result *res) {
         snprintf(line + len, sizeof line - (size_t)len, "}");
         rc = metrics_add(&t->met, line);
         if (!rc && c->save_every > 0 && t->st.step % c->save_every == 0) {
-            if (is_writer(t)) rc = save_checkpoint(t, lr);
+            rc = save_checkpoint(t, lr); /* rank 0 writes; with ZeRO-1 all send it their shards */
             /* the others wait, so that a resume finds the checkpoint complete */
             if (!rc) rc = t->dist->barrier(t->dist);
             p.checkpointed = true;
@@ -638,7 +683,9 @@ int dorac_train(const dorac_train_config *cfg, const dorac_train_callbacks *cb, 
         n_tr = dorac_model_trainables(t.model, tr, 4096);
         if (n_tr > 4096) rc = dorac_error(DORAC_E_UNSUPPORTED, "train: more than 4096 trainable tensors");
     }
-    if (!rc) rc = dorac_optimizer_init(&t.opt, t.be, tr, n_tr);
+    bool shard = cfg->zero_stage == 1 || (cfg->zero_stage < 0 && cfg->method == DORAC_METHOD_FULL);
+    if (!rc) rc = dorac_optimizer_init_dist(&t.opt, t.be, tr, n_tr, t.dist, shard);
+    if (!rc) res->optimizer_bytes = t.opt.state_bytes;
     if (!rc) {
         int64_t step_rows = cfg->batch_size * cfg->grad_accum * t.dist->world;
         int64_t steps_per_epoch = (t.batcher.rows_per_epoch + step_rows - 1) / step_rows;
@@ -659,10 +706,12 @@ int dorac_train(const dorac_train_config *cfg, const dorac_train_callbacks *cb, 
              dorac_method_name(cfg->method), (long long)t.batcher.rows_per_epoch, (long long)cfg->seq_len,
              (long long)t.total_steps, (long long)cfg->batch_size, (long long)cfg->grad_accum,
              t.dist->world > 1 ? " per process" : "", (long long)t.warmup);
-        if (t.dist->world > 1)
+        if (t.dist->world > 1) {
             note(cb, "data parallel: %d processes (%s collectives), this is rank %d", t.dist->world, t.dist->name,
                  t.dist->rank);
-        rc = run_loop(&t, res);
+            rc = note_optimizer_bytes(&t);
+        }
+        if (!rc) rc = run_loop(&t, res);
     }
     if (rc == 1) { /* stopped early on request */
         trainer_free(&t);

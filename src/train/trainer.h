@@ -53,6 +53,10 @@ typedef struct dorac_train_config {
                                 ** per_device_train_batch_size: a step takes
                                 ** batch_size * grad_accum * world rows; rank r trains on the
                                 ** r-th share of them; only rank 0 writes to out_dir. */
+    int zero_stage;             /* with a world > 1: 1 shards the AdamW state over the ranks
+                                ** (ZeRO-1, train/optimizer.h), 0 keeps all of it on every
+                                ** rank; -1 (default): 1 for FULL, 0 for adapters, whose
+                                ** state is small. Stages 2 and 3 are not implemented. */
     /* method */
     dorac_method method;        /* LORA, DORA or FULL */
     int rank;
@@ -108,6 +112,7 @@ typedef struct dorac_train_result {
     int64_t tokens_seen;
     double seconds;
     size_t peak_bytes;        /* high-water mark of memory held through the backend */
+    size_t optimizer_bytes;   /* AdamW state (m and v) held by this process, bytes */
     const char *device;       /* the backend's name: "cpu" or "cuda" */
 } dorac_train_result;
 
