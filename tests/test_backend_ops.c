@@ -734,18 +734,20 @@ static int run_dora_norm(dorac_backend *be, const dorac_tensor *t, const op_case
 
 static void dora_norm_cases(dorac_backend *cpu, dorac_backend *dev) {
     const int64_t out = 96, in = 64;
-    for (int v = 0; v < 3; v++) {
-        /* v: 0 r = 8 with g, 1 r = 0 with g, 2 r = 8 n only (no g, no m) */
-        int64_t r = v == 1 ? 0 : 8;
+    for (int v = 0; v < 5; v++) {
+        /* v: 0 r = 8 with g, 1 r = 0 with g, 2 r = 8 n only (no g, no m),
+        ** 3 r = 12 and 4 r = 32 with g (CUDA: the wide path, and the
+        ** per-row path's largest rank) */
+        int64_t r = v == 1 ? 0 : v == 3 ? 12 : v == 4 ? 32 : 8, rmax = r ? r : 1;
         op_case c = new_case("dora_norm", run_dora_norm);
         c.scale = 2.0, c.floor_ = DORAC_DORA_NORM_SQ_FLOOR, c.rank = r;
         snprintf(c.shape, sizeof c.shape, "out %lld r %lld%s", (long long)out, (long long)r, v == 2 ? " n only" : "");
         /* c, P, G consistent with a W0 and an A, so that n^2 = ||W0 + sBA||^2 > 0 */
-        double *W0 = malloc((size_t)(out * in) * sizeof(double)), *A = malloc((size_t)(8 * in) * sizeof(double));
-        double *cv = calloc((size_t)out, sizeof(double)), *P = calloc((size_t)(out * 8), sizeof(double));
-        double *G = calloc(64, sizeof(double));
+        double *W0 = malloc((size_t)(out * in) * sizeof(double)), *A = malloc((size_t)(rmax * in) * sizeof(double));
+        double *cv = calloc((size_t)out, sizeof(double)), *P = calloc((size_t)(out * rmax), sizeof(double));
+        double *G = calloc((size_t)(rmax * rmax), sizeof(double));
         for (int64_t k = 0; k < out * in; k++) W0[k] = 2 * dorac_rng_uniform_f64(91, 0, (uint64_t)k) - 1;
-        for (int64_t k = 0; k < 8 * in; k++) A[k] = (2 * dorac_rng_uniform_f64(91, 1, (uint64_t)k) - 1) / 8;
+        for (int64_t k = 0; k < rmax * in; k++) A[k] = (2 * dorac_rng_uniform_f64(91, 1, (uint64_t)k) - 1) / 8;
         for (int64_t o = 0; o < out; o++)
             for (int64_t j = 0; j < in; j++) {
                 cv[o] += W0[o * in + j] * W0[o * in + j];

@@ -7,8 +7,8 @@
 # Binaries are built here (no GPU needed to compile) and carried:
 #   bash tools/device/prepare.sh          # builds .devbin/, fills .deps/ and .devbench/
 #   device run: carry [.devbin, .devrt, .devbench], command:
-#     bash tools/device/cuda_run.sh check bench   (also: cli, dist, profile)
-# Logs land in $OUT (check.log, ops.log, model.log, demo.log, bench.log,
+#     bash tools/device/cuda_run.sh check bench   (also: cli, dist, ncu, profile)
+# Logs land in $OUT (check.log, ops.log, model.log, demo.log, bench.log, kernels_ncu.txt (ncu),
 # peft_bench.jsonl, dorac_bench.jsonl, and with `profile` kernels.txt: the
 # GPU time per kernel of 6 DoRA steps on the Llama-1B shape, from nsys).
 set -uo pipefail
@@ -123,6 +123,50 @@ print(json.dumps(rec))
 PY
       tail -n 1 "$OUT/dorac_bench.jsonl" | tee -a "$OUT/bench.log"
     done
+  done
+fi
+
+if want ncu && command -v ncu >/dev/null; then
+  # GPU time by kernel (ncu, one metric, no replay) of 2 training steps on
+  # 4 layers of the Llama-1B shape, LoRA and DoRA r16 all-linear: where
+  # DoRA's extra time goes (kernels_ncu.txt; bench/ncu_kernels.py sums it)
+  python3 - <<'PY'
+import json, random
+c = dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=128256, hidden_size=2048,
+         intermediate_size=8192, num_hidden_layers=4, num_attention_heads=32, num_key_value_heads=8,
+         head_dim=64, max_position_embeddings=4096, rms_norm_eps=1e-5, hidden_act="silu",
+         tie_word_embeddings=True, rope_theta=500000.0, bos_token_id=0, eos_token_id=0)
+json.dump(c, open("/tmp/l4.json", "w"))
+random.seed(0)
+with open("/tmp/ids_l4.jsonl", "w") as f:
+    for _ in range(16):
+        f.write(json.dumps({"input_ids": [random.randrange(128256) for _ in range(2048)]}) + "\n")
+PY
+  rm -rf /tmp/l4run
+  $BIN/dorac train --init random --config /tmp/l4.json --method full --data /tmp/ids_l4.jsonl --out /tmp/l4run \
+    --steps 1 --lr 1e-9 --batch-size 1 --seq-len 2048 --no-pack --long truncate --save-dtype bf16 --device cuda \
+    > /tmp/l4init.log 2>&1 || tail -3 /tmp/l4init.log
+  : > "$OUT/kernels_ncu.txt"
+  for method in lora dora; do
+    rm -rf /tmp/run
+    timeout 240 ncu --csv --print-units base --metrics gpu__time_duration.sum $BIN/dorac train \
+      --model /tmp/l4run/model --data /tmp/ids_l4.jsonl --out /tmp/run --method $method --rank 16 --alpha 32 \
+      --targets all-linear --batch-size 4 --seq-len 2048 --no-pack --long truncate --steps 2 --warmup 0 \
+      --lr 1e-4 --device cuda 2>/dev/null | grep '^"' > /tmp/ncu_$method.csv
+    echo "ncu $method rc=$? rows $(wc -l < /tmp/ncu_$method.csv)"
+  done
+  python3 bench/ncu_kernels.py /tmp/ncu_lora.csv /tmp/ncu_dora.csv | tee "$OUT/kernels_ncu.txt"
+  # the DoRA column-sum kernels alone, under each tuning (same results)
+  for tuning in 0 1 2 3 4; do
+    rm -rf /tmp/run
+    DORAC_CUDA_COLSUM_TUNING=$tuning timeout 120 ncu --csv --print-units base --metrics gpu__time_duration.sum \
+      --kernel-name regex:dora_colsum $BIN/dorac train --model /tmp/l4run/model --data /tmp/ids_l4.jsonl \
+      --out /tmp/run --method dora --rank 16 --alpha 32 --targets all-linear --batch-size 4 --seq-len 2048 \
+      --no-pack --long truncate --steps 2 --warmup 0 --lr 1e-4 --device cuda 2>/dev/null | grep '^"' \
+      > /tmp/ncu_tuning$tuning.csv
+    echo "== colsum tuning $tuning ==" | tee -a "$OUT/kernels_ncu.txt"
+    python3 bench/ncu_kernels.py /tmp/ncu_tuning0.csv /tmp/ncu_tuning$tuning.csv | sed -n 1,8p \
+      | tee -a "$OUT/kernels_ncu.txt"
   done
 fi
 

@@ -41,8 +41,7 @@ enum {
     COLSUM_TILE_CHUNKS = 32,                              /* chunk columns of a block (x) */
     COLSUM_TILE_COLS = COLSUM_TILE_CHUNKS * CUDA_CHUNK,   /* 256: one per thread of the block */
     COLSUM_PART_THREADS = 8,                              /* row threads of a block (y) */
-    COLSUM_PART_ROWS = 128,                               /* rows of a part: 16 per thread */
-    COLSUM_FINISH_THREADS = 256
+    COLSUM_PART_ROWS = 128                                /* rows of a part: 16 per thread */
 };
 static_assert(COLSUM_TILE_CHUNKS * COLSUM_PART_THREADS == COLSUM_TILE_COLS,
               "a thread per column finishes a tile");
@@ -72,6 +71,13 @@ static inline dora_side dora_side_of(const dorac_tensor *dz, const dorac_tensor 
     return s;
 }
 
+/* Asks L2 for row i's chunk at column c0 of v (a hint: no registers held,
+** nothing waited for). */
+static __device__ __forceinline__ void prefetch_chunk(cuda_view v, int64_t i, int64_t c0) {
+    const char *p = (const char *)v.data + (i * v.ld + c0) * (v.type == DORAC_DTYPE_BF16 ? 2 : 4);
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
 /* zsum[o] += (s_dyy - b s_dy) / g, in double as the CPU forms it. */
 static __device__ __forceinline__ void dora_zsum_update(const dora_side &s, int64_t o, double s_dyy,
                                                         double s_dy) {
@@ -83,11 +89,15 @@ static __device__ __forceinline__ void dora_zsum_update(const dora_side &s, int6
 
 /* Pass 1. Producer: __device__ void operator()(int64_t i, int64_t c0, int64_t out,
 ** float d[K][CUDA_CHUNK], float y[K][CUDA_CHUNK]) const, loading row i's chunk at
-** column c0 (elements past out padded with 0). partial is (K, 2, n_parts, out)
-** doubles (sums of d y, then of d), NULL with one part. Grid: (column tiles,
-** parts). Bounded so that 4 (K = 1) or 2 blocks fit an SM. */
-template <int K, class Producer>
-static __global__ void __launch_bounds__(COLSUM_TILE_COLS, K == 1 ? 4 : 2)
+** column c0 (elements past out padded with 0), and __device__ void
+** prefetch(int64_t i, int64_t c0) const, asking L2 for the same chunk's
+** inputs. partial is (K, 2, n_parts, out) doubles (sums of d y, then of d),
+** NULL with one part. Grid: (column tiles, parts). With AHEAD > 0 a thread
+** prefetches the row AHEAD of its iterations ahead (more loads in flight,
+** no registers); MIN_BLOCKS bounds the registers so that that many blocks
+** fit an SM. Neither changes the order of any sum. */
+template <int K, int AHEAD, int MIN_BLOCKS, class Producer>
+static __global__ void __launch_bounds__(COLSUM_TILE_COLS, MIN_BLOCKS)
 dora_colsum_partial_kernel(Producer produce, dora_sides<K> s, double *partial, int64_t N, int64_t out,
                            int64_t rows_per_part, int64_t n_parts) {
     __shared__ double sums[COLSUM_PART_THREADS][COLSUM_TILE_COLS];
@@ -100,26 +110,29 @@ dora_colsum_partial_kernel(Producer produce, dora_sides<K> s, double *partial, i
 #pragma unroll
         for (int k = 0; k < CUDA_CHUNK; k++) acc_dyy[j][k] = acc_dy[j][k] = 0.0f;
     if (c0 < out) {
-        float gc[K][CUDA_CHUNK];
-#pragma unroll
-        for (int j = 0; j < K; j++) {
-            if (s.side[j].dora) {
-                ld_chunk(gc[j], s.side[j].g, 0, c0, out, row_aligned16(s.side[j].g, 0), 0.0f);
-            } else {
-#pragma unroll
-                for (int k = 0; k < CUDA_CHUNK; k++) gc[j][k] = 1.0f;
-            }
-        }
+        if (AHEAD > 0)
+            for (int a = 1; a <= AHEAD; a++)
+                if (i0 + threadIdx.y + a * COLSUM_PART_THREADS < i1)
+                    produce.prefetch(i0 + threadIdx.y + a * COLSUM_PART_THREADS, c0);
         for (int64_t i = i0 + threadIdx.y; i < i1; i += COLSUM_PART_THREADS) {
+            if (AHEAD > 0 && i + (AHEAD + 1) * COLSUM_PART_THREADS < i1)
+                produce.prefetch(i + (AHEAD + 1) * COLSUM_PART_THREADS, c0);
             float d[K][CUDA_CHUNK], yv[K][CUDA_CHUNK];
             produce(i, c0, out, d, yv);
 #pragma unroll
             for (int j = 0; j < K; j++) {
+                float gc[CUDA_CHUNK];
+                if (s.side[j].dora) {
+                    ld_chunk(gc, s.side[j].g, 0, c0, out, row_aligned16(s.side[j].g, 0), 0.0f);
+                } else {
+#pragma unroll
+                    for (int k = 0; k < CUDA_CHUNK; k++) gc[k] = 1.0f;
+                }
 #pragma unroll
                 for (int k = 0; k < CUDA_CHUNK; k++) {
                     acc_dyy[j][k] += d[j][k] * yv[j][k];
                     acc_dy[j][k] += d[j][k];
-                    d[j][k] *= gc[j][k];
+                    d[j][k] *= gc[k];
                 }
                 st_chunk(s.side[j].dz, i, c0, out, row_aligned16(s.side[j].dz, i), d[j]);
             }
@@ -152,24 +165,53 @@ dora_colsum_partial_kernel(Producer produce, dora_sides<K> s, double *partial, i
     }
 }
 
-/* Pass 2. partial (K, 2, n_parts, out) -> each DoRA side's zsum. A thread
-** per column. */
+/* Pass 2. partial (K, 2, n_parts, out) -> each DoRA side's zsum. Block
+** (FINISH_COLS, FINISH_SLICES): thread (x, y) adds parts y, y + SLICES, ...
+** of column x in order, then thread y = 0 adds the SLICES results in y
+** order: a fixed order for given sizes. */
+enum { COLSUM_FINISH_COLS = 32, COLSUM_FINISH_SLICES = 8 };
 template <int K>
-static __global__ void dora_colsum_finish_kernel(dora_sides<K> s, const double *partial, int64_t out,
-                                                 int64_t n_parts) {
-    for (int64_t o = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; o < out;
-         o += (int64_t)gridDim.x * blockDim.x) {
+static __global__ void __launch_bounds__(COLSUM_FINISH_COLS * COLSUM_FINISH_SLICES)
+dora_colsum_finish_kernel(dora_sides<K> s, const double *partial, int64_t out, int64_t n_parts) {
+    __shared__ double slice[2][COLSUM_FINISH_SLICES][COLSUM_FINISH_COLS];
+    int64_t o = (int64_t)blockIdx.x * COLSUM_FINISH_COLS + threadIdx.x;
 #pragma unroll
-        for (int j = 0; j < K; j++) {
-            if (!s.side[j].dora) continue;
-            double s_dyy = 0.0, s_dy = 0.0;
-            for (int64_t p = 0; p < n_parts; p++) {
+    for (int j = 0; j < K; j++) {
+        if (!s.side[j].dora) continue; /* uniform over the grid */
+        double s_dyy = 0.0, s_dy = 0.0;
+        if (o < out)
+            for (int64_t p = threadIdx.y; p < n_parts; p += COLSUM_FINISH_SLICES) {
                 s_dyy += partial[((int64_t)(2 * j) * n_parts + p) * out + o];
                 s_dy += partial[((int64_t)(2 * j + 1) * n_parts + p) * out + o];
+            }
+        __syncthreads();
+        slice[0][threadIdx.y][threadIdx.x] = s_dyy;
+        slice[1][threadIdx.y][threadIdx.x] = s_dy;
+        __syncthreads();
+        if (threadIdx.y == 0 && o < out) {
+            s_dyy = s_dy = 0.0;
+            for (int y = 0; y < COLSUM_FINISH_SLICES; y++) {
+                s_dyy += slice[0][y][threadIdx.x];
+                s_dy += slice[1][y][threadIdx.x];
             }
             dora_zsum_update(s.side[j], o, s_dyy, s_dy);
         }
     }
+}
+
+/* Tunings of pass 1: (rows prefetched ahead, blocks per SM) =
+**   0 (0, MB)   1 (1, MB)   2 (0, 1.5 MB)   3 (1, 1.5 MB)   4 (2, MB)
+** with MB 4 for one side and 2 for two. COLSUM_DEFAULT_TUNING is used
+** unless the backend's colsum_tuning (DORAC_CUDA_COLSUM_TUNING) names
+** another; tools/device/cuda_run.sh's ncu target times each. */
+#define COLSUM_DEFAULT_TUNING 0
+
+template <int K, int AHEAD, int MIN_BLOCKS, class Producer>
+static void dora_colsum_partial(dim3 grid, dim3 block, cudaStream_t stream, const Producer &produce,
+                                const dora_sides<K> &s, double *partial, int64_t N, int64_t out,
+                                int64_t rows_per_part, int64_t n_parts) {
+    dora_colsum_partial_kernel<K, AHEAD, MIN_BLOCKS, Producer>
+        <<<grid, block, 0, stream>>>(produce, s, partial, N, out, rows_per_part, n_parts);
 }
 
 /* Runs both passes over (N,out) on be's stream. Parts of at most
@@ -195,11 +237,19 @@ static int dora_colsum_launch(dorac_backend *be, const Producer &produce, const 
         if (!partial) return DORAC_E_NOMEM;
     }
     dim3 grid((unsigned)col_tiles, (unsigned)n_parts), block(COLSUM_TILE_CHUNKS, COLSUM_PART_THREADS);
-    dora_colsum_partial_kernel<K, Producer><<<grid, block, 0, stream>>>(produce, s, partial, N, out,
-                                                                       rows_per_part, n_parts);
+    constexpr int MB = K == 1 ? 4 : 2;
+    int tuning = cuda_ctx(be)->colsum_tuning;
+    switch (tuning < 0 ? COLSUM_DEFAULT_TUNING : tuning) {
+    case 0: dora_colsum_partial<K, 0, MB>(grid, block, stream, produce, s, partial, N, out, rows_per_part, n_parts); break;
+    case 1: dora_colsum_partial<K, 1, MB>(grid, block, stream, produce, s, partial, N, out, rows_per_part, n_parts); break;
+    case 2: dora_colsum_partial<K, 0, MB + MB / 2>(grid, block, stream, produce, s, partial, N, out, rows_per_part, n_parts); break;
+    case 3: dora_colsum_partial<K, 1, MB + MB / 2>(grid, block, stream, produce, s, partial, N, out, rows_per_part, n_parts); break;
+    default: dora_colsum_partial<K, 2, MB>(grid, block, stream, produce, s, partial, N, out, rows_per_part, n_parts); break;
+    }
     if (partial) {
-        dora_colsum_finish_kernel<K><<<cuda_blocks(out, COLSUM_FINISH_THREADS), COLSUM_FINISH_THREADS, 0,
-                                       stream>>>(s, partial, out, n_parts);
+        dim3 fblock(COLSUM_FINISH_COLS, COLSUM_FINISH_SLICES);
+        dora_colsum_finish_kernel<K><<<cuda_blocks(out, COLSUM_FINISH_COLS), fblock, 0, stream>>>(s, partial, out,
+                                                                                                 n_parts);
         be->free(be, partial); /* stream-ordered: after the kernels finish */
     }
     return cuda_launch_status(op);

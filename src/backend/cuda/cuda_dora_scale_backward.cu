@@ -14,6 +14,9 @@
 /* d = dy, y = y, row i's chunk at c0. */
 struct scale_producer {
     cuda_view dy, y;
+    __device__ __forceinline__ void prefetch(int64_t i, int64_t c0) const {
+        prefetch_chunk(dy, i, c0), prefetch_chunk(y, i, c0);
+    }
     __device__ __forceinline__ void operator()(int64_t i, int64_t c0, int64_t out, float d[1][CUDA_CHUNK],
                                                float yv[1][CUDA_CHUNK]) const {
         ld_chunk(d[0], dy, i, c0, out, row_aligned16(dy, i), 0.0f);

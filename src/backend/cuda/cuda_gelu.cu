@@ -45,6 +45,9 @@ static __device__ __forceinline__ float gelu_grad(float x, float dout) {
 ** (the projection's output). */
 struct gelu_producer {
     cuda_view dout, x;
+    __device__ __forceinline__ void prefetch(int64_t i, int64_t c0) const {
+        prefetch_chunk(x, i, c0), prefetch_chunk(dout, i, c0);
+    }
     __device__ __forceinline__ void operator()(int64_t i, int64_t c0, int64_t C, float d[1][CUDA_CHUNK],
                                                float y[1][CUDA_CHUNK]) const {
         ld_chunk(y[0], x, i, c0, C, row_aligned16(x, i), 0.0f);

@@ -61,6 +61,9 @@ static __global__ void swiglu_backward_kernel(cuda_view dgate, cuda_view dup, cu
 ** outputs). */
 struct swiglu_producer {
     cuda_view dout, gate, up;
+    __device__ __forceinline__ void prefetch(int64_t i, int64_t c0) const {
+        prefetch_chunk(gate, i, c0), prefetch_chunk(up, i, c0), prefetch_chunk(dout, i, c0);
+    }
     __device__ __forceinline__ void operator()(int64_t i, int64_t c0, int64_t C, float d[2][CUDA_CHUNK],
                                                float y[2][CUDA_CHUNK]) const {
         float o[CUDA_CHUNK];
