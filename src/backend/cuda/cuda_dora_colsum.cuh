@@ -203,8 +203,12 @@ dora_colsum_finish_kernel(dora_sides<K> s, const double *partial, int64_t out, i
 **   0 (0, MB)   1 (1, MB)   2 (0, 1.5 MB)   3 (1, 1.5 MB)   4 (2, MB)
 ** with MB 4 for one side and 2 for two. COLSUM_DEFAULT_TUNING is used
 ** unless the backend's colsum_tuning (DORAC_CUDA_COLSUM_TUNING) names
-** another; tools/device/cuda_run.sh's ncu target times each. */
-#define COLSUM_DEFAULT_TUNING 0
+** another; tools/device/cuda_run.sh's ncu target times each. On the H200
+** (2 steps of 4 Llama-1B layers, ncu, docs/cuda/kernels_ncu_2026-11-29.txt)
+** the swiglu pass took 3.49, 2.97, 3.20, 2.90, 2.98 ms and the one-side
+** pass 1.25, 1.18, 2.10, 2.26, 1.21 ms under tunings 0..4: 1 is the default
+** (the plain swiglu_backward kernel took 1.99 ms). */
+#define COLSUM_DEFAULT_TUNING 1
 
 template <int K, int AHEAD, int MIN_BLOCKS, class Producer>
 static void dora_colsum_partial(dim3 grid, dim3 block, cudaStream_t stream, const Producer &produce,
