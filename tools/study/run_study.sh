@@ -24,7 +24,13 @@
 # BASE (demo/base), TRAIN, EVAL (the Jargon File jsonl files; the definition-loss metric
 # expects that format), THREADS (2), DEVICE (cpu, the scale reported in docs/EXPERIMENTS.md),
 # VARIANTS, FULL_GRID,
-# ADAPTER_GRID, MAX_EXT (1), OUT (out/study), DOCS (docs/study).
+# ADAPTER_GRID, MAX_EXT (1), OUT (out/study), DOCS (docs/study), SAVE_EVERY (25),
+# and for the GPU scale (tools/study/gpu_study.sh; the defaults change nothing):
+# PARALLEL (1: runs at once; >1 runs each variant's grid, then each extra-seed run,
+# as background jobs, PARALLEL at a time, so wall_s then includes contention),
+# STOP_AT (epoch seconds: no run starts after it; the analysis and tables then use
+# the variants that have a run), DROP_OPTIMIZER (0; 1 deletes each finished run's
+# checkpoint-*/optimizer.safetensors, which only --resume reads).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -46,6 +52,9 @@ FULL_GRID=${FULL_GRID:-"1e-3 3e-3 1e-2"}
 ADAPTER_GRID=${ADAPTER_GRID:-"3e-3 1e-2 3e-2"}
 MAX_EXT=${MAX_EXT:-1}
 VARIANTS=(${VARIANTS:-full lora_r8 lora_r16 dora_r4 dora_r8 dora_r16})
+PARALLEL=${PARALLEL:-1}
+STOP_AT=${STOP_AT:-}
+DROP_OPTIMIZER=${DROP_OPTIMIZER:-0}
 BASE=${BASE:-demo/base}
 TRAIN=${TRAIN:-demo/data/jargon_train.jsonl}
 EVAL=${EVAL:-demo/data/jargon_eval.jsonl}
@@ -58,6 +67,12 @@ fi
 mkdir -p "$OUT/runs" "$OUT/data" "$OUT/analysis" "$DOCS"
 T0=$(date +%s)
 log() { echo "[study $(date +%H:%M:%S) +$(( $(date +%s) - T0 ))s] $*"; }
+stopped() { [ -n "$STOP_AT" ] && [ "$(date +%s)" -ge "$STOP_AT" ]; }
+spawn() {  # spawn CMD...: runs CMD, in the background when PARALLEL > 1 (PARALLEL jobs at most)
+  if [ "$PARALLEL" -le 1 ]; then "$@"; return; fi
+  while [ "$(jobs -rp | wc -l)" -ge "$PARALLEL" ]; do wait -n || true; done
+  "$@" &
+}
 
 # the definition-only metric: the same held-out entries as prompt "TERM:" and
 # completion " definition", so `dorac eval` scores the definition tokens (and EOS) only
@@ -86,6 +101,7 @@ run_one() {  # run_one VARIANT LR SEED
   local name=${v}_lr${lr}_s${seed}
   local dir=$OUT/runs/$name
   if [ -s "$dir/result.json" ]; then log "$name: done before, kept"; return; fi
+  if stopped; then log "$name: not run, past STOP_AT"; return; fi
   rm -rf "$dir"
   log "$name: training"
   local t=$(date +%s.%N) status=ok
@@ -105,6 +121,7 @@ run_one() {  # run_one VARIANT LR SEED
       evaljson "$dir/eval.json" "$BASE" "$dir/adapter" "$EVAL" && evaljson "$dir/defs.json" "$BASE" "$dir/adapter" "$DEFS" || status=eval_failed
     fi
   fi
+  [ "$DROP_OPTIMIZER" = 1 ] && rm -f "$dir"/checkpoint-*/optimizer.safetensors
   local wall method=${v%%_*} rank=0
   wall=$(awk -v a="$t" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
   [ "$v" = full ] || rank=${v#*_r}
@@ -115,18 +132,30 @@ run_one() {  # run_one VARIANT LR SEED
 }
 
 # 1. the learning-rate grid, seed SEED0, extended past an edge optimum (MAX_EXT points at most)
-for v in "${VARIANTS[@]}"; do
+grid_variant() {
+  local v=$1 grid lr
   if [ "$v" = full ]; then grid=$FULL_GRID; else grid=$ADAPTER_GRID; fi
-  while lr=$($PY next-lr "$OUT" "$v" "$SEED0" "$grid" "$MAX_EXT") && [ -n "$lr" ]; do
+  while ! stopped && lr=$($PY next-lr "$OUT" "$v" "$SEED0" "$grid" "$MAX_EXT") && [ -n "$lr" ]; do
     run_one "$v" "$lr" "$SEED0"
   done
-  log "$v: best lr $($PY best "$OUT" "$v" "$SEED0")"
+  log "$v: best lr $($PY best "$OUT" "$v" "$SEED0" 2>/dev/null)"
+}
+for v in "${VARIANTS[@]}"; do spawn grid_variant "$v"; done
+wait
+
+# without STOP_AT every variant has its grid; after it, only those with a run go on
+have=()
+for v in "${VARIANTS[@]}"; do
+  ls "$OUT/runs/${v}_lr"*"_s$SEED0/result.json" >/dev/null 2>&1 && have+=("$v")
 done
+[ ${#have[@]} = ${#VARIANTS[@]} ] || log "past STOP_AT: going on with ${have[*]:-no variant}"
+VARIANTS=("${have[@]}")
 
 # 2. the best lr of every method with the other seeds
 for seed in "${SEEDS[@]:1}"; do
-  for v in "${VARIANTS[@]}"; do run_one "$v" "$($PY best "$OUT" "$v" "$SEED0")" "$seed"; done
+  for v in "${VARIANTS[@]}"; do spawn run_one "$v" "$($PY best "$OUT" "$v" "$SEED0")" "$seed"; done
 done
+wait
 
 # 3. magnitude/direction analysis (paper §3.2): the main figure on the best run of each
 #    method at SEED0, and every run for the tables; q,v (the paper's) and all modules
@@ -136,17 +165,21 @@ for v in "${VARIANTS[@]}"; do best_runs+=("$OUT/runs/${v}_lr$($PY best "$OUT" "$
 for f in "$OUT"/runs/*/result.json; do
   grep -q '"status": "ok"' "$f" && all_runs+=("$(dirname "$f")")
 done
-analyze() {  # analyze NAME MODULES RUNS...
+analyze() {  # analyze NAME MODULES RUNS... (kept when done before)
   local name=$1 mods=$2; shift 2
+  [ -s "$OUT/analysis/$name/stdout.txt" ] && return
   "$D" analyze --base "$BASE" --runs "$@" --modules "$mods" --out "$OUT/analysis/$name" --threads "$THREADS" \
     >"$OUT/analysis/$name.stdout" 2>"$OUT/analysis/$name.log"
   mv "$OUT/analysis/$name.stdout" "$OUT/analysis/$name/stdout.txt"
 }
 log "analyze"
-analyze qv_best q_proj,v_proj "${best_runs[@]}"
-analyze all_best "$ALLMOD" "${best_runs[@]}"
-analyze qv_all q_proj,v_proj "${all_runs[@]}"
-analyze all_all "$ALLMOD" "${all_runs[@]}"
+# with PARALLEL > 1 the four run at once (on the GPU scale's 116M model, one after
+# another on 4 threads, they did not finish in the 3.5 minutes left)
+spawn analyze qv_best q_proj,v_proj "${best_runs[@]}"
+spawn analyze all_best "$ALLMOD" "${best_runs[@]}"
+spawn analyze qv_all q_proj,v_proj "${all_runs[@]}"
+spawn analyze all_all "$ALLMOD" "${all_runs[@]}"
+wait
 cat "$OUT/analysis/qv_best/stdout.txt"
 
 # 4. artefacts worth committing
