@@ -93,16 +93,23 @@ int CUDA_OP(swiglu_forward)(dorac_backend *be, const dorac_tensor *out, const do
     return cuda_launch_status(op);
 }
 
-int CUDA_OP(swiglu_backward)(dorac_backend *be, const dorac_tensor *dgate, const dorac_tensor *dup,
-                             const dorac_tensor *dout, const dorac_tensor *gate,
-                             const dorac_tensor *up) {
-    const char *op = "swiglu_backward";
+/* The backward's operands: gate a float (N,C) tensor, the others (N,C). */
+static int check_backward(const dorac_tensor *dgate, const dorac_tensor *dup, const dorac_tensor *dout,
+                          const dorac_tensor *gate, const dorac_tensor *up, const char *op) {
     DORAC_TRY(cuda_check_float(gate, op, "gate"));
     int64_t N = gate->rows, C = gate->cols;
     DORAC_TRY(cuda_check_shape(up, N, C, op, "up"));
     DORAC_TRY(cuda_check_shape(dout, N, C, op, "dout"));
     DORAC_TRY(cuda_check_shape(dgate, N, C, op, "dgate"));
-    DORAC_TRY(cuda_check_shape(dup, N, C, op, "dup"));
+    return cuda_check_shape(dup, N, C, op, "dup");
+}
+
+int CUDA_OP(swiglu_backward)(dorac_backend *be, const dorac_tensor *dgate, const dorac_tensor *dup,
+                             const dorac_tensor *dout, const dorac_tensor *gate,
+                             const dorac_tensor *up) {
+    const char *op = "swiglu_backward";
+    DORAC_TRY(check_backward(dgate, dup, dout, gate, up, op));
+    int64_t N = gate->rows, C = gate->cols;
     if (N == 0 || C == 0) return DORAC_OK;
     swiglu_backward_kernel<<<cuda_chunk_grid(N, C, SWIGLU_THREADS), SWIGLU_THREADS, 0,
                              cuda_stream(be)>>>(cuda_view_of(dgate), cuda_view_of(dup),
@@ -117,12 +124,8 @@ int CUDA_OP(swiglu_backward_dora)(dorac_backend *be, const dorac_tensor *dgate,
                                   const dorac_dora_epilogue *egate,
                                   const dorac_dora_epilogue *eup) {
     const char *op = "swiglu_backward_dora";
-    DORAC_TRY(cuda_check_float(gate, op, "gate"));
+    DORAC_TRY(check_backward(dgate, dup, dout, gate, up, op));
     int64_t N = gate->rows, C = gate->cols;
-    DORAC_TRY(cuda_check_shape(up, N, C, op, "up"));
-    DORAC_TRY(cuda_check_shape(dout, N, C, op, "dout"));
-    DORAC_TRY(cuda_check_shape(dgate, N, C, op, "dgate"));
-    DORAC_TRY(cuda_check_shape(dup, N, C, op, "dup"));
     const dorac_dora_epilogue *e[2] = {egate, eup};
     for (int j = 0; j < 2; j++) {
         if (!e[j]) continue;
