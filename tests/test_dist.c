@@ -7,7 +7,11 @@
 ** (dist/shard.h), the per-owner collectives and gather_host for worlds of
 ** 1, 2 and 3, and the sharded optimizer (train/optimizer.h) against one
 ** process's: the same parameters bit for bit, the same checkpoint file,
-** and checkpoints that load across world sizes.
+** and checkpoints that load across world sizes. The asynchronous
+** all-reduce (all_reduce_start/wait) for worlds of 1, 2 and 3: bit for bit
+** all_reduce_sum's, with other collectives between the starts; a rank that
+** dies or closes with reductions running is an error on the others, not a
+** hang.
 **
 ** Children report through their exit status (0: every check passed); the
 ** parent waits for them with a deadline and kills them past it, so a hang
@@ -188,6 +192,9 @@ static void test_single(void) {
     CHECK(strcmp(buf, "abc") == 0);
     CHECK_OK(d->barrier(d));
     CHECK_OK(d->all_reduce_sum(d, NULL, NULL, 0));
+    CHECK_OK(d->all_reduce_start(d, NULL, NULL, 0));
+    CHECK_OK(d->all_reduce_wait(d));
+    CHECK_STATUS(d->all_reduce_start(d, NULL, NULL, 1), DORAC_E_INVALID);
     dorac_dist_close(d);
 
     dorac_dist_env env = {0, 1, 0, "127.0.0.1", 29500, "none"};
@@ -808,6 +815,229 @@ static void test_owned_collectives(void) {
     CHECK(wait_children(pids, 2, 120.0) == 0);
 }
 
+/* ---- the asynchronous all-reduce ------------------------------------------- */
+
+#define ASYNC_N 6     /* tensors, in ASYNC_LISTS lists */
+#define ASYNC_LISTS 4
+#define ASYNC_SMALL 20 /* one-tensor starts before a single wait */
+
+/* A rank-dependent pause of 0-3 ms, so the ranks reach each call at
+** different moments and the thread's timing varies. */
+static void jitter(int rank, int k) {
+    struct timespec ts = {0, (long)((rank * 7 + k * 3) % 4) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Downloads the whole allocation mem (a strided view's padding included). */
+static void download_all(dorac_backend *be, const dorac_tensor *mem, float *h) {
+    if (mem->rows > 0 && mem->cols > 0) CHECK_OK(be->download(be, h, DORAC_DTYPE_F32, mem));
+}
+
+/* One rank of the asynchronous all-reduce test: lists of tensors started
+** one by one with host all-reduces, barriers, broadcasts and a
+** reduce_to_owner between them, then one wait; the results must be
+** all_reduce_sum's on the same values, bit for bit, and the collectives
+** between must have their own results. The shapes are owned_rank's, plus
+** one larger matrix. */
+static int async_rank(int rank, int world, int port) {
+    dorac_backend *be = dorac_backend_cpu_create((dorac_cpu_params){0});
+    dorac_dist_env env = make_env(rank, world, port);
+    dorac_dist *d = NULL;
+    CHECK_OK(dorac_dist_open(&env, be, &d));
+    if (!be || !d) return 1;
+    static const int64_t shape[ASYNC_N][2] = {{3, 4}, {0, 3}, {1, 5}, {2, 6}, {1, REDUCE_N}, {40, 50}};
+    static const size_t list_start[ASYNC_LISTS + 1] = {0, 2, 3, 5, 6};
+    dorac_tensor mem_a[ASYNC_N], mem_s[ASYNC_N], view_a[ASYNC_N], view_s[ASYNC_N], owned;
+    const dorac_tensor *ta[ASYNC_N], *ts[ASYNC_N], *to[1] = {&owned};
+    float *ha = malloc(REDUCE_N * sizeof *ha), *hs = malloc(REDUCE_N * sizeof *hs);
+    if (!ha || !hs) return 1;
+    for (int i = 0; i < ASYNC_N; i++) {
+        CHECK_OK(dorac_tensor_alloc(be, &mem_a[i], DORAC_DTYPE_F32, shape[i][0], shape[i][1], "async"));
+        CHECK_OK(dorac_tensor_alloc(be, &mem_s[i], DORAC_DTYPE_F32, shape[i][0], shape[i][1], "sync"));
+        view_a[i] = mem_a[i], view_s[i] = mem_s[i];
+        ta[i] = &view_a[i], ts[i] = &view_s[i];
+    }
+    view_a[3].cols = view_s[3].cols = 4; /* columns 4 and 5 are padding */
+    CHECK_OK(dorac_tensor_alloc(be, &owned, DORAC_DTYPE_F32, 2, 3, "owned"));
+    int owner[1] = {world - 1};
+
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < ASYNC_N; i++) {
+            size_t count = (size_t)(shape[i][0] * shape[i][1]);
+            for (size_t e = 0; e < count; e++) ha[e] = owned_value(rank, (size_t)(i + 10 * round), e);
+            if (count) CHECK_OK(be->upload(be, &mem_a[i], ha, DORAC_DTYPE_F32));
+            if (count) CHECK_OK(be->upload(be, &mem_s[i], ha, DORAC_DTYPE_F32));
+        }
+        for (size_t e = 0; e < 6; e++) ha[e] = owned_value(rank, 99, e);
+        CHECK_OK(be->upload(be, &owned, ha, DORAC_DTYPE_F32));
+        double x[2] = {rank + 0.5, (double)round};
+        unsigned char buf[64];
+        for (size_t k = 0; k < sizeof buf; k++) buf[k] = rank == 0 ? (unsigned char)(k + round) : 0;
+
+        /* the lists go out between other collectives, in the same order on every rank */
+        const dorac_tensor *const *lists = ta;
+        for (int k = 0; k < ASYNC_LISTS; k++) {
+            CHECK_OK(d->all_reduce_start(d, be, lists + list_start[k], list_start[k + 1] - list_start[k]));
+            jitter(rank, k + round);
+            if (k == 0) CHECK_OK(d->all_reduce_host(d, x, 2));
+            if (k == 1) CHECK_OK(d->barrier(d));
+            if (k == 2) CHECK_OK(d->broadcast_host(d, buf, sizeof buf));
+            if (k == 2) CHECK_OK(d->reduce_to_owner(d, be, to, owner, 1));
+        }
+        CHECK_OK(d->all_reduce_wait(d));
+        CHECK_OK(d->all_reduce_sum(d, be, ts, ASYNC_N));
+
+        CHECK(x[0] == (double)world * (world - 1) / 2 + 0.5 * world && x[1] == (double)(world * round));
+        bool same = true;
+        for (size_t k = 0; k < sizeof buf; k++) same = same && buf[k] == (unsigned char)(k + round);
+        CHECK(same);
+        CHECK_OK(be->download(be, ha, DORAC_DTYPE_F32, &owned));
+        for (size_t e = 0; e < 6; e++) {
+            double sum = owned_value(0, 99, e);
+            for (int r = 1; r < world; r++) sum += owned_value(r, 99, e);
+            same = same && ha[e] == (owner[0] == rank ? (float)sum : owned_value(rank, 99, e));
+        }
+        CHECK(same);
+        /* the same bits as all_reduce_sum, which are the rank-order sums */
+        for (int i = 0; i < ASYNC_N; i++) {
+            size_t count = (size_t)(shape[i][0] * shape[i][1]);
+            download_all(be, &mem_a[i], ha);
+            download_all(be, &mem_s[i], hs);
+            CHECK(memcmp(ha, hs, count * sizeof *ha) == 0);
+            for (size_t e = 0; e < count; e++) {
+                bool pad = i == 3 && e % 6 >= 4;
+                size_t id = (size_t)(i + 10 * round);
+                double sum = owned_value(0, id, e);
+                for (int r = 1; r < world; r++) sum += owned_value(r, id, e);
+                same = same && ha[e] == (pad ? owned_value(rank, id, e) : (float)sum);
+            }
+            CHECK(same);
+        }
+    }
+
+    /* nothing started, or nothing to sum: wait returns at once */
+    CHECK_OK(d->all_reduce_wait(d));
+    CHECK_OK(d->all_reduce_start(d, be, NULL, 0));
+    CHECK_OK(d->all_reduce_wait(d));
+    /* a bad list is refused before anything is sent: the ranks stay in step */
+    dorac_tensor ids = dorac_tensor_view(NULL, DORAC_DTYPE_I32, 1, 1);
+    const dorac_tensor *bad[1] = {&ids};
+    if (world > 1) CHECK_STATUS(d->all_reduce_start(d, be, bad, 1), DORAC_E_UNSUPPORTED);
+    CHECK_STATUS(d->all_reduce_start(d, be, NULL, 1), DORAC_E_INVALID);
+    CHECK_OK(d->barrier(d));
+
+    /* many one-tensor starts before a single wait (the earlier ones are
+    ** retired by the later starts) */
+    dorac_tensor small[ASYNC_SMALL];
+    for (int k = 0; k < ASYNC_SMALL; k++) {
+        CHECK_OK(dorac_tensor_alloc(be, &small[k], DORAC_DTYPE_F32, 1, 7, "small"));
+        for (size_t e = 0; e < 7; e++) ha[e] = owned_value(rank, (size_t)(50 + k), e);
+        CHECK_OK(be->upload(be, &small[k], ha, DORAC_DTYPE_F32));
+        const dorac_tensor *one[1] = {&small[k]};
+        CHECK_OK(d->all_reduce_start(d, be, one, 1));
+        if (k % 5 == 0) jitter(rank, k);
+    }
+    CHECK_OK(d->all_reduce_wait(d));
+    bool same = true;
+    for (int k = 0; k < ASYNC_SMALL; k++) {
+        CHECK_OK(be->download(be, ha, DORAC_DTYPE_F32, &small[k]));
+        for (size_t e = 0; e < 7; e++) {
+            double sum = owned_value(0, (size_t)(50 + k), e);
+            for (int r = 1; r < world; r++) sum += owned_value(r, (size_t)(50 + k), e);
+            same = same && ha[e] == (float)sum;
+        }
+        dorac_tensor_free(be, &small[k]);
+    }
+    CHECK(same);
+    /* started and never waited for: closing abandons it, promptly, whatever
+    ** the other ranks' threads are doing */
+    CHECK_OK(d->barrier(d));
+    CHECK_OK(d->all_reduce_start(d, be, ta + 4, 2));
+    double t0 = seconds_now();
+    dorac_dist_close(d);
+    CHECK(seconds_now() - t0 < 2.0);
+
+    for (int i = 0; i < ASYNC_N; i++) dorac_tensor_free(be, &mem_a[i]), dorac_tensor_free(be, &mem_s[i]);
+    dorac_tensor_free(be, &owned);
+    free(ha), free(hs);
+    dorac_backend_destroy(be);
+    return test_failures ? 1 : 0;
+}
+
+static bool async_close_instead; /* set by the parent before forking: the leaving rank closes, or exits */
+
+/* Rank 1 starts two all-reduces and leaves while they may still run: it
+** exits (a crash), or closes its dist, which must return promptly. The
+** others start three: the first failure must come back (from a start or
+** from wait) within a few seconds, far below the timeout, and every later
+** call must return it too. */
+static int async_dying_rank(int rank, int world, int port) {
+    dorac_backend *be = dorac_backend_cpu_create((dorac_cpu_params){0});
+    dorac_dist_env env = make_env(rank, world, port);
+    dorac_dist *d = NULL;
+    CHECK_OK(dorac_dist_open(&env, be, &d));
+    if (!be || !d) return 1;
+    dorac_tensor t[3];
+    float h[1000];
+    for (int k = 0; k < 3; k++) {
+        CHECK_OK(dorac_tensor_alloc(be, &t[k], DORAC_DTYPE_F32, 1, 1000, "t"));
+        for (int e = 0; e < 1000; e++) h[e] = (float)(rank + k + e);
+        CHECK_OK(be->upload(be, &t[k], h, DORAC_DTYPE_F32));
+    }
+    CHECK_OK(d->barrier(d));
+    double t0 = seconds_now();
+    if (rank == 1) {
+        for (int k = 0; k < 2; k++) {
+            const dorac_tensor *one[1] = {&t[k]};
+            CHECK_OK(d->all_reduce_start(d, be, one, 1));
+        }
+        if (!async_close_instead) _exit(test_failures ? 1 : 0);
+        dorac_dist_close(d);
+        CHECK(seconds_now() - t0 < 2.0);
+        for (int k = 0; k < 3; k++) dorac_tensor_free(be, &t[k]);
+        dorac_backend_destroy(be);
+        return test_failures ? 1 : 0;
+    }
+    int rc = DORAC_OK;
+    for (int k = 0; k < 3 && rc == DORAC_OK; k++) {
+        const dorac_tensor *one[1] = {&t[k]};
+        rc = d->all_reduce_start(d, be, one, 1);
+    }
+    if (rc == DORAC_OK) rc = d->all_reduce_wait(d);
+    char me[32];
+    snprintf(me, sizeof me, "dist rank %d: ", rank);
+    CHECK(rc == DORAC_E_IO);
+    CHECK(error_mentions(me, NULL));
+    CHECK(seconds_now() - t0 < 4.0);
+    /* the failure sticks: the stream is never read again */
+    CHECK_STATUS(d->barrier(d), rc);
+    CHECK_STATUS(d->all_reduce_wait(d), rc);
+    dorac_dist_close(d);
+    for (int k = 0; k < 3; k++) dorac_tensor_free(be, &t[k]);
+    dorac_backend_destroy(be);
+    return test_failures ? 1 : 0;
+}
+
+static void test_async_all_reduce(void) {
+    for (int world = 1; world <= 3; world++) {
+        int port = free_port();
+        CHECK(port > 0);
+        pid_t pids[MAX_CHILDREN];
+        for (int r = 0; r < world; r++) pids[r] = spawn(async_rank, r, world, port);
+        CHECK(wait_children(pids, world, 60.0) == 0);
+    }
+    clear_env();
+    setenv("DORAC_DIST_TIMEOUT", "5", 1);
+    for (int variant = 0; variant < 2; variant++) {
+        async_close_instead = variant == 1;
+        int port = free_port();
+        pid_t pids[3];
+        for (int r = 0; r < 3; r++) pids[r] = spawn(async_dying_rank, r, 3, port);
+        CHECK(wait_children(pids, 3, 20.0) == 0);
+    }
+    unsetenv("DORAC_DIST_TIMEOUT");
+}
+
 /* ---- ZeRO-1: the sharded optimizer ------------------------------------------- */
 
 static char zero_dir[64]; /* made by the parent before forking */
@@ -1000,10 +1230,11 @@ static void test_zero_optimizer(void) {
 }
 
 /* NCCL on one GPU (a world of 1 through the nccl path): the communicator
-** starts, sums (all-reduce and reduce-to-owner) and broadcasts over one rank
-** leave F32 and BF16 tensors as they were, the host collectives run over the
-** rendezvous, and strided views and bad owners are refused.
-** Runs only where a CUDA device is present. */
+** starts, sums (all-reduce, also started and waited for, and
+** reduce-to-owner) and broadcasts over one rank leave F32 and BF16 tensors
+** as they were, the host collectives run over the rendezvous, and strided
+** views and bad owners are refused. Runs only where a CUDA device is
+** present. */
 static void test_nccl_one_gpu(void) {
     if (!dorac_cuda_available()) return;
     dorac_backend *be = dorac_backend_cuda_create((dorac_cuda_params){0});
@@ -1031,6 +1262,20 @@ static void test_nccl_one_gpu(void) {
         view.cols = 3;
         const dorac_tensor *strided[1] = {&view};
         CHECK_STATUS(d->all_reduce_sum(d, be, strided, 1), DORAC_E_UNSUPPORTED);
+        /* the asynchronous all-reduce on the communication stream, joined by
+        ** wait or by the next device collective */
+        CHECK_OK(d->all_reduce_wait(d));
+        CHECK_OK(d->all_reduce_start(d, be, ts, 1));
+        CHECK_OK(d->all_reduce_start(d, be, ts + 1, 1));
+        CHECK_OK(d->all_reduce_wait(d));
+        CHECK_OK(d->all_reduce_start(d, be, ts, 2));
+        CHECK_OK(d->all_reduce_sum(d, be, ts, 2));
+        CHECK_STATUS(d->all_reduce_start(d, be, strided, 1), DORAC_E_UNSUPPORTED);
+        CHECK_OK(d->all_reduce_wait(d));
+        CHECK_OK(be->download(be, out, DORAC_DTYPE_F32, &f));
+        CHECK(memcmp(out, hf, sizeof hf) == 0);
+        CHECK_OK(be->download(be, out, DORAC_DTYPE_F32, &h));
+        CHECK(memcmp(out, hh, sizeof hh) == 0);
         /* ZeRO-1's collectives over one rank: ncclReduce and ncclBroadcast to and from rank 0 */
         int owner[2] = {0, 0};
         CHECK_OK(d->reduce_to_owner(d, be, ts, owner, 2));
@@ -1065,6 +1310,7 @@ int main(void) {
     test_failures_are_errors();
     test_shard_plan();
     test_owned_collectives();
+    test_async_all_reduce();
     test_zero_optimizer();
     test_nccl_one_gpu();
     return test_report();

@@ -2,8 +2,10 @@
 # test_train_dist.sh — data-parallel training on the CPU (src/dist/, the TCP
 # collectives): `--nproc-per-node 2` with half the per-process batch gives
 # the same loss curve as one process (the gradients are the same sums in
-# another order); rank 0 alone writes; a resume from a checkpoint continues
-# bit for bit; bad rank variables are one-line errors.
+# another order), for DoRA, LoRA and with gradient accumulation; the
+# gradient all-reduce overlaps the backward by default, and turning that off
+# (DORAC_DIST_OVERLAP=0) changes no bit; rank 0 alone writes; a resume from
+# a checkpoint continues bit for bit; bad rank variables are one-line errors.
 #
 # usage: test_train_dist.sh DORAC_BINARY   (run from the repository root)
 set -u
@@ -14,9 +16,27 @@ failures=0
 fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 unset RANK WORLD_SIZE LOCAL_RANK MASTER_ADDR MASTER_PORT OMPI_COMM_WORLD_RANK OMPI_COMM_WORLD_SIZE PMI_RANK PMI_SIZE
 
-COMMON=(--model demo/base --data demo/data/jargon_train.jsonl --method dora --rank 4 --seq-len 64
-        --lr 1e-2 --steps 6 --warmup 0 --device cpu --threads 1 --log-every 1)
+BASE=(--model demo/base --data demo/data/jargon_train.jsonl --rank 4 --seq-len 64
+      --lr 1e-2 --steps 6 --warmup 0 --device cpu --threads 1 --log-every 1)
+COMMON=("${BASE[@]}" --method dora)
 losses() { sed -E 's/.*"loss": ([-0-9.e+]+).*/\1/' "$1/metrics.jsonl"; }
+# the metrics but the timings: what must be bit for bit the same
+record() { sed -E 's/, "tokens_per_s".*//' "$1/metrics.jsonl"; }
+# close A B NAME: the loss curves of runs A and B agree to 2e-4 (fp32 sums in another order)
+close() {
+  paste <(losses "$1") <(losses "$2") |
+    awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 2e-4 || NF != 2) bad = 1 } END { exit bad || NR != 6 }' ||
+    fail "$3: $(losses "$1" | tr '\n' ' ') vs $(losses "$2" | tr '\n' ' ')"
+}
+# same A B NAME: runs A and B trained the same adapter and logged the same steps, bit for bit
+same() {
+  cmp -s "$1/adapter/adapter_model.safetensors" "$2/adapter/adapter_model.safetensors" || fail "$3: the adapters differ"
+  [ "$(record "$1")" = "$(record "$2")" ] || fail "$3: the metrics differ: $(record "$1" | head -2) vs $(record "$2" | head -2)"
+}
+train() { # train NAME ARGS...: train into $TMP/NAME, fail with the log's tail on error
+  local name=$1; shift
+  "$DORAC" train "$@" --out "$TMP/$name" >"$TMP/$name.log" 2>&1 || fail "$name: $(tail -3 "$TMP/$name.log")"
+}
 
 # one process, batch 4
 "$DORAC" train "${COMMON[@]}" --batch-size 4 --out "$TMP/one" >"$TMP/one.log" 2>&1 || fail "1 process: $(tail -3 "$TMP/one.log")"
@@ -33,6 +53,28 @@ paste <(losses "$TMP/one") <(losses "$TMP/two") >"$TMP/pairs"
 # same sums in another order: fp32 rounding only
 awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 2e-4) { print "step " NR ": " $1 " vs " $2; bad = 1 } } END { exit bad }' \
   "$TMP/pairs" || fail "1 vs 2 processes: loss curves differ: $(cat "$TMP/pairs")"
+
+# the all-reduce overlaps the backward by default; after it, the same bits
+grep -q "gradient all-reduce overlapped with the backward" "$TMP/two.log" ||
+  fail "2 processes should overlap the all-reduce by default: $(grep 'data parallel' "$TMP/two.log")"
+DORAC_DIST_OVERLAP=0 train two_after "${COMMON[@]}" --batch-size 2 --nproc-per-node 2
+grep -q "gradient all-reduce after the backward" "$TMP/two_after.log" ||
+  fail "DORAC_DIST_OVERLAP=0 should reduce after the backward: $(grep 'data parallel' "$TMP/two_after.log")"
+same "$TMP/two" "$TMP/two_after" "dora: overlapped vs after the backward"
+
+# LoRA: 1 vs 2 processes, and the overlap changes no bit
+train lora_one "${BASE[@]}" --method lora --batch-size 4
+train lora_two "${BASE[@]}" --method lora --batch-size 2 --nproc-per-node 2
+DORAC_DIST_OVERLAP=0 train lora_after "${BASE[@]}" --method lora --batch-size 2 --nproc-per-node 2
+close "$TMP/lora_one" "$TMP/lora_two" "lora: 1 vs 2 processes"
+same "$TMP/lora_two" "$TMP/lora_after" "lora: overlapped vs after the backward"
+
+# gradient accumulation: only the last micro-batch's backward starts the all-reduce
+train acc_one "${COMMON[@]}" --batch-size 2 --grad-accum 2
+train acc_two "${COMMON[@]}" --batch-size 1 --grad-accum 2 --nproc-per-node 2
+DORAC_DIST_OVERLAP=0 train acc_after "${COMMON[@]}" --batch-size 1 --grad-accum 2 --nproc-per-node 2
+close "$TMP/acc_one" "$TMP/acc_two" "dora --grad-accum 2: 1 vs 2 processes"
+same "$TMP/acc_two" "$TMP/acc_after" "dora --grad-accum 2: overlapped vs after the backward"
 
 # resume from checkpoint-3 with 2 processes: steps 4..6 bit for bit
 "$DORAC" train "${COMMON[@]}" --batch-size 2 --nproc-per-node 2 --resume "$TMP/two/checkpoint-3" --out "$TMP/two" \
@@ -54,6 +96,7 @@ expect_error "rank >= world" "RANK" env RANK=2 WORLD_SIZE=2 "$DORAC" train "${CO
 expect_error "bad WORLD_SIZE" "WORLD_SIZE" env RANK=0 WORLD_SIZE=two "$DORAC" train "${COMMON[@]}" --out "$TMP/never"
 expect_error "nproc under torchrun" "nproc-per-node" env RANK=0 WORLD_SIZE=2 "$DORAC" train "${COMMON[@]}" --nproc-per-node 2 --out "$TMP/never"
 expect_error "bad nproc" "nproc-per-node" "$DORAC" train "${COMMON[@]}" --nproc-per-node 0 --out "$TMP/never"
+expect_error "bad DORAC_DIST_OVERLAP" "DORAC_DIST_OVERLAP" env DORAC_DIST_OVERLAP=yes "$DORAC" train "${COMMON[@]}" --out "$TMP/never"
 [ ! -e "$TMP/never/adapter" ] || fail "a failed start wrote an adapter"
 
 if [ $failures -ne 0 ]; then echo "FAILED: $failures checks" >&2; exit 1; fi

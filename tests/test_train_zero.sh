@@ -3,11 +3,12 @@
 # (the TCP collectives; train/optimizer.h): with the same global batch, 2
 # processes with sharded AdamW state give 1 process's loss curve; the state
 # really is sharded (each rank holds about half of it); sharded and
-# replicated state give the same bits (no clipping); checkpoints hold the
-# whole state, so a 2-process checkpoint resumes in 1 process and a
-# 1-process checkpoint in 2, continuing as the uninterrupted runs do, and a
-# 2-process resume of a 2-process run continues bit for bit; --zero on an
-# adapter; unsupported stages are a one-line error.
+# replicated state give the same bits (no clipping; replicated, the
+# all-reduce overlaps the backward); checkpoints hold the whole state, so a
+# 2-process checkpoint resumes in 1 process and a 1-process checkpoint in 2,
+# continuing as the uninterrupted runs do, and a 2-process resume of a
+# 2-process run continues bit for bit; --zero on an adapter; unsupported
+# stages are a one-line error.
 #
 # usage: test_train_zero.sh DORAC_BINARY   (run from the repository root)
 set -u
@@ -59,6 +60,11 @@ run zero1 "${TWO[@]}" --steps 3 --max-grad-norm 0 --save-every 3 --out "$TMP/zer
 run zero0 "${TWO[@]}" --steps 3 --max-grad-norm 0 --save-every 3 --zero 0 --out "$TMP/zero0"
 grep -q 'optimizer state (replicated): bytes per rank \([0-9]*\) \1 of \1' "$TMP/zero0.log" ||
   fail "--zero 0: each rank should hold the whole state: $(grep 'optimizer state' "$TMP/zero0.log")"
+# replicated state overlaps the all-reduce with the backward; ZeRO-1 reduces after it
+grep -q 'gradient all-reduce overlapped with the backward' "$TMP/zero0.log" ||
+  fail "--zero 0: the all-reduce should overlap the backward: $(grep 'data parallel' "$TMP/zero0.log")"
+grep -q 'gradient all-reduce after the backward' "$TMP/zero1.log" ||
+  fail "--zero 1: the reduce-scatter should follow the backward: $(grep 'data parallel' "$TMP/zero1.log")"
 for f in checkpoint-3/optimizer.safetensors checkpoint-3/model.safetensors model/model.safetensors; do
   cmp -s "$TMP/zero1/$f" "$TMP/zero0/$f" || fail "--zero 1 and --zero 0 wrote different $f"
 done

@@ -3,9 +3,9 @@
 ** implementation (see dist.h).
 **
 ** single: every collective leaves its values as they are (the sum over one
-** rank is the value itself; every owner must be rank 0; gather_host copies
-** rank 0's part into place), so a trainer calls the same collectives
-** whether or not it runs distributed.
+** rank is the value itself, started or not; every owner must be rank 0;
+** gather_host copies rank 0's part into place), so a trainer calls the same
+** collectives whether or not it runs distributed.
 */
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +22,20 @@ static int single_all_reduce_sum(dorac_dist *d, dorac_backend *be, const dorac_t
     (void)d;
     (void)be;
     if (!t && n > 0) return dorac_error(DORAC_E_INVALID, "dist: all_reduce_sum: tensors are NULL");
+    return DORAC_OK;
+}
+
+/* Over one rank a started sum is already done. */
+static int single_all_reduce_start(dorac_dist *d, dorac_backend *be, const dorac_tensor *const *t,
+                                   size_t n) {
+    (void)d;
+    (void)be;
+    if (!t && n > 0) return dorac_error(DORAC_E_INVALID, "dist: all_reduce_start: tensors are NULL");
+    return DORAC_OK;
+}
+
+static int single_all_reduce_wait(dorac_dist *d) {
+    (void)d;
     return DORAC_OK;
 }
 
@@ -97,6 +111,8 @@ int dorac_dist_open_single(dorac_dist **out) {
         /* .reduce_to_owner      = */ single_reduce_to_owner,
         /* .broadcast_from_owner = */ single_broadcast_from_owner,
         /* .gather_host          = */ single_gather_host,
+        /* .all_reduce_start     = */ single_all_reduce_start,
+        /* .all_reduce_wait      = */ single_all_reduce_wait,
     };
     *out = d;
     return DORAC_OK;

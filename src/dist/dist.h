@@ -36,6 +36,9 @@
 **   gather_host           bytes from every rank to rank 0 (the sharded
 **                         optimizer state, for a checkpoint)
 **   barrier
+**   all_reduce_start/wait all_reduce_sum begun now and finished later, so
+**                         that summing one layer's gradients overlaps the
+**                         backward of the layers before it
 ** ZeRO-1 (src/dist/shard.h, train/optimizer.h) cuts the trainable tensors
 ** into row pieces, one owner each, and hands the pieces' views to the two
 ** per-owner collectives: a reduce-scatter and an all-gather, tensor by
@@ -47,17 +50,27 @@
 **           and sends the sums back (to every rank, or for reduce_to_owner
 **           to each tensor's owner), so the result is deterministic, the
 **           same on every rank, and reduce_to_owner's sums are bit for bit
-**           all_reduce_sum's. For the CPU backend and for tests.
+**           all_reduce_sum's. all_reduce_start hands the exchange to a
+**           communication thread (a FIFO of requests; every other
+**           collective waits for it to empty first), so the sums are
+**           all_reduce_sum's whatever the timing. For the CPU backend and
+**           for tests.
 **   nccl    NCCL on CUDA tensors (built with DORAC_CUDA and NCCL), its
 **           unique id passed from rank 0 over the rendezvous: ncclAllReduce,
 **           ncclReduce and ncclBroadcast, one NCCL group per call; the
-**           host collectives over the rendezvous socket.
+**           host collectives over the rendezvous socket. all_reduce_start
+**           queues ncclAllReduce on a communication stream that first
+**           waits for the backend's stream (an event), and wait makes the
+**           backend's stream wait for the communication stream: nothing
+**           blocks the host.
 ** dorac_dist_open picks single for a world of 1, nccl for a CUDA backend,
 ** tcp otherwise.
 **
 ** Every function returns DORAC_OK or an error status with a one-line
 ** message naming the rank; a peer that disconnects is an error, never a
-** hang (sockets have a timeout).
+** hang (sockets have a timeout). Collectives are called from one thread.
+** Closing a dist with reductions started and not waited for abandons them
+** (the peers see this rank gone).
 */
 #ifndef DORAC_DIST_H
 #define DORAC_DIST_H
@@ -112,6 +125,19 @@ struct dorac_dist {
     ** be the same on every rank. all is used on rank 0 only (NULL elsewhere);
     ** rank 0's part may be all itself (its bytes are at offset 0). */
     int (*gather_host)(dorac_dist *d, const void *part, void *all, const size_t *part_bytes);
+    /* all_reduce_sum in two halves. start begins summing t[0..n) (checked
+    ** as all_reduce_sum checks them, before anything is sent) and returns;
+    ** the list may go away then, the tensors may not. wait returns once
+    ** every reduction started since the last wait is done: each tensor
+    ** then holds all_reduce_sum's result, bit for bit. Until then the
+    ** caller neither writes nor reads those tensors (their contents are
+    ** unspecified). Every rank starts the same lists in the same order;
+    ** other collectives may come between start and wait, in the same order
+    ** on every rank, and act after the reductions started before them. A
+    ** failure of a started reduction (a peer gone) is returned by wait, or
+    ** by whichever call of this dist comes first. */
+    int (*all_reduce_start)(dorac_dist *d, dorac_backend *be, const dorac_tensor *const *t, size_t n);
+    int (*all_reduce_wait)(dorac_dist *d);
 };
 
 /* Opens the collectives for env on backend be (see above for the choice). */

@@ -14,6 +14,18 @@
 ** same way; gather_host (the sharded AdamW state, for a checkpoint) goes
 ** over the rendezvous socket, since that state is on the host by then.
 **
+** all_reduce_start (the all-reduce overlapped with the backward) queues
+** its ncclAllReduce group on a communication stream of its own, after an
+** event recorded on the backend's stream at the call, so it reads the
+** gradients once the ops queued before it have written them and runs
+** beside the ops queued after it; all_reduce_wait records an event on the
+** communication stream and makes the backend's stream wait for it, so the
+** ops queued after wait (the gradient norm, the optimizer step) read the
+** sums. Nothing waits on the host. The synchronous device collectives join
+** the communication stream the same way first, so the communicator's calls
+** run one after another, in the order every rank issued them. The sums are
+** all_reduce_sum's (the same NCCL call on the same data).
+**
 ** NCCL's sums are deterministic for a fixed world and topology but need
 ** not add in rank order as the tcp implementation does, and ncclReduce's
 ** need not equal ncclAllReduce's bit for bit.
@@ -33,12 +45,32 @@ typedef struct nccl_context {
     cudaStream_t stream;    /* the backend's stream */
     int device;             /* the backend's CUDA device */
     dorac_tcp_group *group; /* host-side collectives */
+    /* the asynchronous all-reduce: created at the first all_reduce_start */
+    cudaStream_t comm_stream; /* NULL until then */
+    cudaEvent_t grads_ready;  /* recorded on stream by each start */
+    cudaEvent_t comm_done;    /* recorded on comm_stream by wait */
+    bool in_flight;           /* reductions started and not yet joined */
 } nccl_context;
 
 static int nccl_status(ncclResult_t r, int rank, const char *what) {
     if (r == ncclSuccess) return DORAC_OK;
     return dorac_error(DORAC_E_BACKEND, "dist rank %d: %s failed: %s", rank, what,
                        ncclGetErrorString(r));
+}
+
+static int cuda_status(cudaError_t e, int rank, const char *what) {
+    if (e == cudaSuccess) return DORAC_OK;
+    return dorac_error(DORAC_E_BACKEND, "dist rank %d: %s failed: %s", rank, what, cudaGetErrorString(e));
+}
+
+/* Makes the backend's stream wait for everything queued on the
+** communication stream so far (nothing to do when nothing is in flight). */
+static int nccl_join(dorac_dist *d) {
+    nccl_context *ctx = (nccl_context *)d->context;
+    if (!ctx->in_flight) return DORAC_OK;
+    ctx->in_flight = false;
+    DORAC_TRY(cuda_status(cudaEventRecord(ctx->comm_done, ctx->comm_stream), d->rank, "cudaEventRecord"));
+    return cuda_status(cudaStreamWaitEvent(ctx->stream, ctx->comm_done, 0), d->rank, "cudaStreamWaitEvent");
 }
 
 static void nccl_destroy(dorac_dist *d) {
@@ -49,6 +81,12 @@ static void nccl_destroy(dorac_dist *d) {
             (void)cudaSetDevice(ctx->device);
             (void)ncclCommFinalize(ctx->comm);
             (void)ncclCommDestroy(ctx->comm);
+        }
+        if (ctx->comm_stream) {
+            (void)cudaStreamSynchronize(ctx->comm_stream);
+            (void)cudaEventDestroy(ctx->grads_ready);
+            (void)cudaEventDestroy(ctx->comm_done);
+            (void)cudaStreamDestroy(ctx->comm_stream);
         }
         dorac_tcp_group_close(ctx->group);
         free(ctx);
@@ -91,14 +129,11 @@ static const char *nccl_op_name(nccl_op op) {
     return "?";
 }
 
-/* Checks every tensor (and owner) before the group starts, so a bad list
-** queues nothing on any rank; then queues the calls on the backend's
-** stream, in place. NCCL's in-place reduce leaves a non-root's buffer as it
-** was, which is reduce_to_owner's contract. */
-static int nccl_tensors(dorac_dist *d, dorac_backend *be, nccl_op op, const dorac_tensor *const *t,
-                        const int *owner, size_t n) {
+/* Checks every tensor (and owner) of a device collective: the same list
+** fails the same way on every rank, before anything is queued. */
+static int nccl_check(dorac_dist *d, dorac_backend *be, nccl_op op, const dorac_tensor *const *t,
+                      const int *owner, size_t n, const char *name) {
     nccl_context *ctx = (nccl_context *)d->context;
-    const char *name = nccl_op_name(op);
     if (!be || (!t && n > 0) || (op != NCCL_ALL_REDUCE && !owner && n > 0))
         return dorac_error(DORAC_E_INVALID, "dist rank %d: %s: NULL argument", d->rank, name);
     if (!be->name || strcmp(be->name, "cuda") != 0 ||
@@ -113,6 +148,16 @@ static int nccl_tensors(dorac_dist *d, dorac_backend *be, nccl_op op, const dora
             return dorac_error(DORAC_E_INVALID, "dist rank %d: %s: tensor %zu's owner is rank %d, outside [0, %d)",
                                d->rank, name, i, owner[i], d->world);
     }
+    return DORAC_OK;
+}
+
+/* Checks the list (nccl_check), then queues the calls on `stream` in one
+** NCCL group, in place. NCCL's in-place reduce leaves a non-root's buffer
+** as it was, which is reduce_to_owner's contract. */
+static int nccl_tensors(dorac_dist *d, dorac_backend *be, nccl_op op, const dorac_tensor *const *t,
+                        const int *owner, size_t n, const char *name, cudaStream_t stream) {
+    nccl_context *ctx = (nccl_context *)d->context;
+    DORAC_TRY(nccl_check(d, be, op, t, owner, n, name));
     DORAC_TRY(nccl_status(ncclGroupStart(), d->rank, "ncclGroupStart"));
     ncclResult_t first_error = ncclSuccess;
     for (size_t i = 0; i < n && first_error == ncclSuccess; i++) {
@@ -122,11 +167,11 @@ static int nccl_tensors(dorac_dist *d, dorac_backend *be, nccl_op op, const dora
         if (count == 0) continue;
         void *buf = t[i]->data;
         if (op == NCCL_ALL_REDUCE)
-            first_error = ncclAllReduce(buf, buf, count, type, ncclSum, ctx->comm, ctx->stream);
+            first_error = ncclAllReduce(buf, buf, count, type, ncclSum, ctx->comm, stream);
         else if (op == NCCL_REDUCE_TO_OWNER)
-            first_error = ncclReduce(buf, buf, count, type, ncclSum, owner[i], ctx->comm, ctx->stream);
+            first_error = ncclReduce(buf, buf, count, type, ncclSum, owner[i], ctx->comm, stream);
         else
-            first_error = ncclBroadcast(buf, buf, count, type, owner[i], ctx->comm, ctx->stream);
+            first_error = ncclBroadcast(buf, buf, count, type, owner[i], ctx->comm, stream);
     }
     /* the group must be closed even when a call inside it failed */
     ncclResult_t end = ncclGroupEnd();
@@ -134,19 +179,68 @@ static int nccl_tensors(dorac_dist *d, dorac_backend *be, nccl_op op, const dora
     return nccl_status(end, d->rank, "ncclGroupEnd");
 }
 
+/* The synchronous device collectives: on the backend's stream, after the
+** reductions started before them. */
+static int nccl_sync(dorac_dist *d, dorac_backend *be, nccl_op op, const dorac_tensor *const *t,
+                     const int *owner, size_t n) {
+    DORAC_TRY(nccl_join(d));
+    return nccl_tensors(d, be, op, t, owner, n, nccl_op_name(op), ((nccl_context *)d->context)->stream);
+}
+
 static int nccl_all_reduce_sum(dorac_dist *d, dorac_backend *be, const dorac_tensor *const *t,
                                size_t n) {
-    return nccl_tensors(d, be, NCCL_ALL_REDUCE, t, NULL, n);
+    return nccl_sync(d, be, NCCL_ALL_REDUCE, t, NULL, n);
 }
 
 static int nccl_reduce_to_owner(dorac_dist *d, dorac_backend *be, const dorac_tensor *const *t,
                                 const int *owner, size_t n) {
-    return nccl_tensors(d, be, NCCL_REDUCE_TO_OWNER, t, owner, n);
+    return nccl_sync(d, be, NCCL_REDUCE_TO_OWNER, t, owner, n);
 }
 
 static int nccl_broadcast_from_owner(dorac_dist *d, dorac_backend *be, const dorac_tensor *const *t,
                                      const int *owner, size_t n) {
-    return nccl_tensors(d, be, NCCL_BROADCAST_FROM_OWNER, t, owner, n);
+    return nccl_sync(d, be, NCCL_BROADCAST_FROM_OWNER, t, owner, n);
+}
+
+/* The communication stream and its two events, at the first start. */
+static int nccl_comm_stream(dorac_dist *d) {
+    nccl_context *ctx = (nccl_context *)d->context;
+    if (ctx->comm_stream) return DORAC_OK;
+    cudaStream_t s = NULL;
+    cudaEvent_t ready = NULL, done = NULL;
+    int rc = cuda_status(cudaSetDevice(ctx->device), d->rank, "cudaSetDevice");
+    if (rc == DORAC_OK)
+        rc = cuda_status(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), d->rank, "cudaStreamCreate");
+    if (rc == DORAC_OK)
+        rc = cuda_status(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), d->rank, "cudaEventCreate");
+    if (rc == DORAC_OK)
+        rc = cuda_status(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), d->rank, "cudaEventCreate");
+    if (rc != DORAC_OK) {
+        if (done) (void)cudaEventDestroy(done);
+        if (ready) (void)cudaEventDestroy(ready);
+        if (s) (void)cudaStreamDestroy(s);
+        return rc;
+    }
+    ctx->comm_stream = s;
+    ctx->grads_ready = ready;
+    ctx->comm_done = done;
+    return DORAC_OK;
+}
+
+static int nccl_all_reduce_start(dorac_dist *d, dorac_backend *be, const dorac_tensor *const *t, size_t n) {
+    nccl_context *ctx = (nccl_context *)d->context;
+    DORAC_TRY(nccl_check(d, be, NCCL_ALL_REDUCE, t, NULL, n, "all_reduce_start"));
+    DORAC_TRY(nccl_comm_stream(d));
+    /* the gradients are written by the ops queued on the backend's stream so far */
+    DORAC_TRY(cuda_status(cudaEventRecord(ctx->grads_ready, ctx->stream), d->rank, "cudaEventRecord"));
+    DORAC_TRY(cuda_status(cudaStreamWaitEvent(ctx->comm_stream, ctx->grads_ready, 0), d->rank,
+                          "cudaStreamWaitEvent"));
+    ctx->in_flight = true;
+    return nccl_tensors(d, be, NCCL_ALL_REDUCE, t, NULL, n, "all_reduce_start", ctx->comm_stream);
+}
+
+static int nccl_all_reduce_wait(dorac_dist *d) {
+    return nccl_join(d);
 }
 
 static int nccl_all_reduce_host(dorac_dist *d, double *v, size_t n) {
@@ -197,6 +291,8 @@ int dorac_dist_open_nccl(const dorac_dist_env *env, dorac_backend *be, dorac_dis
     d->reduce_to_owner = nccl_reduce_to_owner;
     d->broadcast_from_owner = nccl_broadcast_from_owner;
     d->gather_host = nccl_gather_host;
+    d->all_reduce_start = nccl_all_reduce_start;
+    d->all_reduce_wait = nccl_all_reduce_wait;
 
     int status = dorac_tcp_group_open(env, &ctx->group);
     ncclUniqueId id;

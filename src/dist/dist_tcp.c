@@ -36,8 +36,31 @@
 **     first message, so a bad list fails on every rank alike and sends
 **     nothing.
 **   - On any failure every socket the failing call opened is closed.
+**
+** The asynchronous all-reduce (all_reduce_start / all_reduce_wait). A
+** communication thread, started at the first all_reduce_start, runs the
+** started requests one at a time in FIFO order, each one
+** dorac_tcp_group_all_reduce of its host doubles: the messages and sums of
+** all_reduce_sum, so the same bits. Every backend call (the download that
+** packs a request at start, the upload of its sums when it is retired)
+** stays on the caller's thread; the thread touches only the sockets and the
+** requests' host buffers, handed over and back under the context's mutex
+** (which orders the memory). Invariants:
+**   - while the thread has requests to run (next_run != NULL) the group is
+**     its own: every other collective first waits for the queue to empty
+**     (tcp_drain), so the order on the wire is the call order on every rank;
+**   - the first failed exchange is kept (status and message), the thread
+**     runs no exchange after it, and every later call of this dist returns
+**     it: a broken stream is never read again;
+**   - requests not yet retired hold at most PENDING_DOUBLES host doubles,
+**     or one request when it alone is larger;
+**   - the thread blocks every signal, so they reach the caller's threads;
+**   - closing the dist with requests left to run shuts the sockets down
+**     first (the peers see this rank gone), so that the thread's send or
+**     receive returns at once and the thread can be joined.
+** One caller thread: the collectives are not to be called concurrently.
 */
-#define _POSIX_C_SOURCE 200809L /* getaddrinfo, clock_gettime, nanosleep, MSG_NOSIGNAL */
+#define _POSIX_C_SOURCE 200809L /* getaddrinfo, clock_gettime, nanosleep, MSG_NOSIGNAL, pthread_sigmask */
 
 #include "dist/dist_tcp.h"
 
@@ -48,6 +71,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -77,6 +102,9 @@
 #define PACK_DOUBLES ((size_t)1 << 23)
 /* One send or recv call moves at most this many bytes. */
 #define IO_STEP ((size_t)1 << 30)
+/* The asynchronous all-reduce's requests not yet retired hold at most this
+** many host doubles (256 MiB); a start beyond it first retires the oldest. */
+#define PENDING_DOUBLES ((size_t)1 << 25)
 
 enum {
     TAG_WELCOME = 1, /* rank 0 to each rank: the whole world has joined */
@@ -443,6 +471,14 @@ static int rendezvous_peer(dorac_tcp_group *g, const dorac_dist_env *env) {
     return DORAC_OK;
 }
 
+void dorac_tcp_group_shutdown(dorac_tcp_group *g) {
+    if (!g) return;
+    if (g->peer_fd)
+        for (int r = 1; r < g->world; r++)
+            if (g->peer_fd[r] >= 0) (void)shutdown(g->peer_fd[r], SHUT_RDWR);
+    if (g->master_fd >= 0) (void)shutdown(g->master_fd, SHUT_RDWR);
+}
+
 void dorac_tcp_group_close(dorac_tcp_group *g) {
     if (!g) return;
     if (g->peer_fd)
@@ -565,6 +601,39 @@ int dorac_tcp_group_barrier(dorac_tcp_group *g) {
 
 /* ---- the "tcp" collectives ---------------------------------------------- */
 
+/* One started asynchronous all-reduce. */
+typedef struct tcp_request {
+    struct tcp_request *next; /* the next one started, or NULL */
+    dorac_backend *be;        /* where the tensors live */
+    dorac_tensor *tensors;    /* (n_tensors) copies of the caller's structs */
+    size_t n_tensors;
+    double *host;             /* (n_doubles) the values packed in order; the sums once exchanged */
+    size_t n_doubles;         /* >= 1 */
+} tcp_request;
+
+/* The context of a "tcp" dorac_dist. */
+typedef struct tcp_context {
+    dorac_tcp_group *group;
+    /* the asynchronous all-reduce; mu guards the fields below it once the
+    ** thread runs (thread_started is the caller's alone) */
+    bool thread_started;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t work;     /* a request was queued, or stop was set */
+    pthread_cond_t done;     /* the thread finished a request */
+    tcp_request *first;      /* started and not yet retired, in start order */
+    tcp_request *last;
+    tcp_request *next_run;   /* the first not yet exchanged (in first's list); NULL: none */
+    size_t pending_doubles;  /* host doubles held by the requests not yet retired */
+    bool stop;               /* the thread is to exit (the dist is closing) */
+    int failed;              /* DORAC_OK, or the status of the first failed exchange */
+    char failure[1024];      /* and its message */
+} tcp_context;
+
+static dorac_tcp_group *tcp_group(dorac_dist *d) {
+    return ((tcp_context *)d->context)->group;
+}
+
 /* *count = elements of t, checked: a float tensor with a sane shape. */
 static int tensor_count(const dorac_tensor *t, const char *op, size_t i, size_t *count) {
     if (!t) return dorac_error(DORAC_E_INVALID, "dist: %s: tensor %zu is NULL", op, i);
@@ -664,7 +733,7 @@ enum tcp_op { OP_ALL_REDUCE, OP_REDUCE_TO_OWNER, OP_BROADCAST_FROM_OWNER };
 
 static int tcp_batch(dorac_dist *d, dorac_backend *be, enum tcp_op op, const dorac_tensor *const *t,
                      const int *owner, size_t i, size_t j, size_t used, double *host) {
-    dorac_tcp_group *g = d->context;
+    dorac_tcp_group *g = tcp_group(d);
     int me = d->rank;
     size_t nbytes = used * sizeof(double);
     switch (op) {
@@ -723,58 +792,268 @@ static int tcp_tensors(dorac_dist *d, dorac_backend *be, enum tcp_op op, const c
     return status;
 }
 
+/* ---- the asynchronous all-reduce ----------------------------------------- */
+
+/* The communication thread: exchanges the queued requests in order until
+** told to stop (see the invariants at the top of this file). */
+static void *comm_thread(void *arg) {
+    tcp_context *c = arg;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->stop && !c->next_run) pthread_cond_wait(&c->work, &c->mu);
+        if (c->stop) break;
+        tcp_request *q = c->next_run;
+        bool run = c->failed == DORAC_OK;
+        pthread_mutex_unlock(&c->mu);
+        int rc = run ? dorac_tcp_group_all_reduce(c->group, q->host, q->n_doubles) : DORAC_OK;
+        pthread_mutex_lock(&c->mu);
+        if (rc != DORAC_OK && c->failed == DORAC_OK) {
+            /* the message is this thread's: keep a copy for the caller's */
+            snprintf(c->failure, sizeof c->failure, "%s", dorac_last_error());
+            c->failed = rc;
+        }
+        c->next_run = q->next;
+        pthread_cond_broadcast(&c->done);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+static int start_thread(dorac_dist *d, tcp_context *c) {
+    if (c->thread_started) return DORAC_OK;
+    /* the thread inherits this mask: it takes no signal away from the caller */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&c->thread, NULL, comm_thread, c);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0)
+        return dorac_error(DORAC_E_IO, "dist rank %d: cannot start the communication thread: %s", d->rank,
+                           strerror(rc));
+    c->thread_started = true;
+    return DORAC_OK;
+}
+
+/* The first failed exchange's status, with its message as this thread's error. */
+static int tcp_failure(tcp_context *c) {
+    pthread_mutex_lock(&c->mu);
+    int failed = c->failed;
+    pthread_mutex_unlock(&c->mu);
+    /* failure is written once, before failed, under the mutex */
+    return failed == DORAC_OK ? DORAC_OK : dorac_error(failed, "%s", c->failure);
+}
+
+/* Waits until the thread has exchanged every request started, so that the
+** group is the caller's again; the first failed exchange's status, if any. */
+static int tcp_drain(dorac_dist *d) {
+    tcp_context *c = d->context;
+    if (!c->thread_started) return DORAC_OK;
+    pthread_mutex_lock(&c->mu);
+    while (c->next_run) pthread_cond_wait(&c->done, &c->mu);
+    pthread_mutex_unlock(&c->mu);
+    return tcp_failure(c);
+}
+
+static void request_free(tcp_request *q) {
+    if (!q) return;
+    free(q->tensors);
+    free(q->host);
+    free(q);
+}
+
+/* Retires the exchanged requests at the head of the list, in order: uploads
+** their sums (unless an exchange failed) and frees them. With `all`, first
+** waits for every request started. The first failed exchange's status, or
+** the upload's. */
+static int tcp_retire(dorac_dist *d, bool all) {
+    tcp_context *c = d->context;
+    if (!c->thread_started) return DORAC_OK;
+    int rc = all ? tcp_drain(d) : tcp_failure(c);
+    for (;;) {
+        pthread_mutex_lock(&c->mu);
+        tcp_request *q = c->first;
+        bool exchanged = q && q != c->next_run;
+        if (exchanged) {
+            c->first = q->next;
+            if (!c->first) c->last = NULL;
+            c->pending_doubles -= q->n_doubles;
+        }
+        pthread_mutex_unlock(&c->mu);
+        if (!exchanged) break;
+        size_t off = 0;
+        for (size_t k = 0; k < q->n_tensors && rc == DORAC_OK; k++) {
+            const dorac_tensor *t = &q->tensors[k];
+            if (elems(t) > 0) rc = q->be->upload(q->be, t, q->host + off, DORAC_DTYPE_F64);
+            off += elems(t);
+        }
+        /* the host buffer is freed next: let the uploads finish reading it */
+        if (rc == DORAC_OK && q->be->synchronize) rc = q->be->synchronize(q->be);
+        request_free(q);
+    }
+    return rc;
+}
+
+/* Waits until the oldest request not yet retired is exchanged, then retires
+** what is done. */
+static int tcp_retire_oldest(dorac_dist *d) {
+    tcp_context *c = d->context;
+    pthread_mutex_lock(&c->mu);
+    while (c->first && c->first == c->next_run) pthread_cond_wait(&c->done, &c->mu);
+    pthread_mutex_unlock(&c->mu);
+    return tcp_retire(d, false);
+}
+
+static int tcp_all_reduce_start(dorac_dist *d, dorac_backend *be, const dorac_tensor *const *t, size_t n) {
+    tcp_context *c = d->context;
+    size_t cap = 0;
+    DORAC_TRY(check_list(d, "all_reduce_start", be, t, false, NULL, n, &cap));
+    if (d->world == 1 || cap == 0) return DORAC_OK;
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (elems(t[i]) > SIZE_MAX / sizeof(double) - total)
+            return dorac_error(DORAC_E_INVALID, "dist rank %d: all_reduce_start: the tensors' sizes overflow",
+                               d->rank);
+        total += elems(t[i]);
+    }
+    /* upload what is done (and report an earlier failure); then bound what is held */
+    DORAC_TRY(tcp_retire(d, false));
+    while (c->first && c->pending_doubles + total > PENDING_DOUBLES) DORAC_TRY(tcp_retire_oldest(d));
+    tcp_request *q = calloc(1, sizeof *q);
+    if (q) q->tensors = malloc(n * sizeof *q->tensors);
+    if (q && q->tensors) q->host = malloc(total * sizeof *q->host);
+    if (!q || !q->tensors || !q->host) {
+        request_free(q);
+        return dorac_error(DORAC_E_NOMEM, "dist rank %d: all_reduce_start: no memory for %zu doubles", d->rank,
+                           total);
+    }
+    q->be = be;
+    q->n_tensors = n;
+    q->n_doubles = total;
+    int rc = DORAC_OK;
+    size_t off = 0;
+    for (size_t i = 0; i < n && rc == DORAC_OK; i++) {
+        q->tensors[i] = *t[i];
+        if (elems(t[i]) > 0) rc = be->download(be, q->host + off, DORAC_DTYPE_F64, t[i]);
+        off += elems(t[i]);
+    }
+    if (rc == DORAC_OK) rc = start_thread(d, c);
+    if (rc != DORAC_OK) {
+        request_free(q);
+        return rc;
+    }
+    pthread_mutex_lock(&c->mu);
+    if (c->last) c->last->next = q;
+    else c->first = q;
+    c->last = q;
+    if (!c->next_run) c->next_run = q;
+    c->pending_doubles += total;
+    pthread_cond_signal(&c->work);
+    pthread_mutex_unlock(&c->mu);
+    return DORAC_OK;
+}
+
+static int tcp_all_reduce_wait(dorac_dist *d) {
+    return tcp_retire(d, true);
+}
+
+/* ---- the synchronous collectives: each after the requests started ------- */
+
 static int tcp_all_reduce_sum(dorac_dist *d, dorac_backend *be, const dorac_tensor *const *t, size_t n) {
+    DORAC_TRY(tcp_drain(d));
     return tcp_tensors(d, be, OP_ALL_REDUCE, "all_reduce_sum", t, NULL, n);
 }
 
 static int tcp_reduce_to_owner(dorac_dist *d, dorac_backend *be, const dorac_tensor *const *t, const int *owner,
                                size_t n) {
+    DORAC_TRY(tcp_drain(d));
     return tcp_tensors(d, be, OP_REDUCE_TO_OWNER, "reduce_to_owner", t, owner, n);
 }
 
 static int tcp_broadcast_from_owner(dorac_dist *d, dorac_backend *be, const dorac_tensor *const *t,
                                     const int *owner, size_t n) {
+    DORAC_TRY(tcp_drain(d));
     return tcp_tensors(d, be, OP_BROADCAST_FROM_OWNER, "broadcast_from_owner", t, owner, n);
 }
 
 static int tcp_gather_host(dorac_dist *d, const void *part, void *all, const size_t *part_bytes) {
-    return dorac_tcp_group_gather(d->context, part, all, part_bytes);
+    DORAC_TRY(tcp_drain(d));
+    return dorac_tcp_group_gather(tcp_group(d), part, all, part_bytes);
 }
 
 static int tcp_all_reduce_host(dorac_dist *d, double *v, size_t n) {
-    return dorac_tcp_group_all_reduce(d->context, v, n);
+    DORAC_TRY(tcp_drain(d));
+    return dorac_tcp_group_all_reduce(tcp_group(d), v, n);
 }
 
 static int tcp_broadcast_host(dorac_dist *d, void *buf, size_t nbytes) {
-    return dorac_tcp_group_broadcast(d->context, buf, nbytes);
+    DORAC_TRY(tcp_drain(d));
+    return dorac_tcp_group_broadcast(tcp_group(d), buf, nbytes);
 }
 
 static int tcp_barrier(dorac_dist *d) {
-    return dorac_tcp_group_barrier(d->context);
+    DORAC_TRY(tcp_drain(d));
+    return dorac_tcp_group_barrier(tcp_group(d));
 }
 
+/* Stops the thread (shutting the sockets down first when it still has
+** requests to run: they are abandoned), then frees everything. */
 static void tcp_destroy(dorac_dist *d) {
     if (!d) return;
-    dorac_tcp_group_close(d->context);
+    tcp_context *c = d->context;
+    if (c && c->thread_started) {
+        pthread_mutex_lock(&c->mu);
+        c->stop = true;
+        bool busy = c->next_run != NULL;
+        pthread_cond_signal(&c->work);
+        pthread_mutex_unlock(&c->mu);
+        if (busy) dorac_tcp_group_shutdown(c->group);
+        pthread_join(c->thread, NULL);
+    }
+    if (c) {
+        while (c->first) {
+            tcp_request *q = c->first;
+            c->first = q->next;
+            request_free(q);
+        }
+        pthread_cond_destroy(&c->done);
+        pthread_cond_destroy(&c->work);
+        pthread_mutex_destroy(&c->mu);
+        dorac_tcp_group_close(c->group);
+        free(c);
+    }
     free(d);
 }
 
 int dorac_dist_open_tcp(const dorac_dist_env *env, dorac_dist **out) {
     if (!out) return dorac_error(DORAC_E_INVALID, "dist: tcp open: out is NULL");
     *out = NULL;
-    dorac_tcp_group *g = NULL;
-    DORAC_TRY(dorac_tcp_group_open(env, &g));
     dorac_dist *d = calloc(1, sizeof *d);
-    if (!d) {
-        dorac_tcp_group_close(g);
+    tcp_context *c = calloc(1, sizeof *c);
+    if (!d || !c) {
+        free(d), free(c);
         return dorac_error(DORAC_E_NOMEM, "dist: tcp open: out of memory");
+    }
+    if (pthread_mutex_init(&c->mu, NULL) != 0) {
+        free(d), free(c);
+        return dorac_error(DORAC_E_NOMEM, "dist: tcp open: cannot make a mutex");
+    }
+    if (pthread_cond_init(&c->work, NULL) != 0) {
+        pthread_mutex_destroy(&c->mu);
+        free(d), free(c);
+        return dorac_error(DORAC_E_NOMEM, "dist: tcp open: cannot make a condition variable");
+    }
+    if (pthread_cond_init(&c->done, NULL) != 0) {
+        pthread_cond_destroy(&c->work);
+        pthread_mutex_destroy(&c->mu);
+        free(d), free(c);
+        return dorac_error(DORAC_E_NOMEM, "dist: tcp open: cannot make a condition variable");
     }
     *d = (dorac_dist){
         /* .name            = */ "tcp",
-        /* .rank            = */ env->rank,
-        /* .world           = */ env->world,
-        /* .local_rank      = */ env->local_rank,
-        /* .context         = */ g,
+        /* .rank            = */ env ? env->rank : 0,
+        /* .world           = */ env ? env->world : 1,
+        /* .local_rank      = */ env ? env->local_rank : 0,
+        /* .context         = */ c,
         /* .destroy         = */ tcp_destroy,
         /* .all_reduce_sum  = */ tcp_all_reduce_sum,
         /* .all_reduce_host = */ tcp_all_reduce_host,
@@ -783,7 +1062,14 @@ int dorac_dist_open_tcp(const dorac_dist_env *env, dorac_dist **out) {
         /* .reduce_to_owner      = */ tcp_reduce_to_owner,
         /* .broadcast_from_owner = */ tcp_broadcast_from_owner,
         /* .gather_host          = */ tcp_gather_host,
+        /* .all_reduce_start     = */ tcp_all_reduce_start,
+        /* .all_reduce_wait      = */ tcp_all_reduce_wait,
     };
+    int rc = dorac_tcp_group_open(env, &c->group);
+    if (rc != DORAC_OK) {
+        tcp_destroy(d);
+        return rc;
+    }
     *out = d;
     return DORAC_OK;
 }

@@ -35,6 +35,11 @@ typedef struct dorac_tcp_group dorac_tcp_group;
 ** passes; DORAC_E_NOMEM. */
 int dorac_tcp_group_open(const dorac_dist_env *env, dorac_tcp_group **out);
 
+/* Shuts every socket down (both directions) without closing it, so that a
+** send or receive blocked on it in another thread returns at once; the
+** peers see this rank gone. Then close g. NULL is fine. */
+void dorac_tcp_group_shutdown(dorac_tcp_group *g);
+
 /* Closes every socket and frees g (NULL is fine). */
 void dorac_tcp_group_close(dorac_tcp_group *g);
 

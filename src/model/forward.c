@@ -11,6 +11,11 @@
 ** backwards accumulating (+=) into dres, so that dres holds d(res) on exit.
 ** DoRA's o/down projections read dres and write their dz to a shared
 ** scratch; every other adapted linear writes dz over its own dy buffer.
+**
+** dorac_model_backward_ex hands each block's trainable gradients to a
+** callback once the block's backward is done (they are not written again
+** in that pass), so a data-parallel trainer can start summing them over the
+** ranks while the earlier blocks' backward runs.
 */
 #include <stdlib.h>
 #include <string.h>
@@ -431,19 +436,80 @@ static int block_backward(dorac_model *m, int64_t l, block_acts *b, uint64_t see
     return norm_backward(m, dres, &a->dln, &b->res, &b->ln1_mean, &b->ln1_rstd, p->ln1_w, p->ln1_b);
 }
 
+/* ---------------------------------------------------------------------- */
+/* gradients handed to dorac_model_backward_ex's callback                 */
+/* ---------------------------------------------------------------------- */
+
+/* The most one stage hands over: a block's four norm parameters and three
+** gradients per linear (LoRA's A and B and DoRA's magnitude, or full
+** fine-tuning's weight and bias). */
+#define READY_MAX 32
+_Static_assert(READY_MAX >= 4 + 3 * LIN_PER_BLOCK, "a block's gradients fit in one ready list");
+
+typedef struct ready_list {
+    const dorac_tensor *t[READY_MAX];
+    size_t n;
+} ready_list;
+
+static void ready_push(ready_list *r, const dorac_tensor *g) {
+    if (g->data) r->t[r->n++] = g;
+}
+
+static void ready_param(ready_list *r, const dorac_model_param *p) {
+    if (p) ready_push(r, &p->grad);
+}
+
+/* A linear's trainable gradients: its adapter's, or under full fine-tuning
+** its weight's and bias's (views of its parameters' gradients), except a
+** weight tied to the embedding, which the embedding stage hands over. */
+static void ready_linear(ready_list *r, const dorac_model *m, const dorac_model_linear *l) {
+    if (!l) return;
+    if (l->A.data) ready_push(r, &l->dA), ready_push(r, &l->dB);
+    if (l->m.data) ready_push(r, &l->dm);
+    if (l->dW.data && l->dW.data != m->embed->grad.data) ready_push(r, &l->dW);
+    if (l->dbias.data) ready_push(r, &l->dbias);
+}
+
+static int ready_call(ready_list *r, dorac_grads_ready_fn ready, void *ctx) {
+    int rc = r->n && ready ? ready(ctx, r->t, r->n) : DORAC_OK;
+    r->n = 0;
+    return rc;
+}
+
 int dorac_model_backward(dorac_model *m) {
+    return dorac_model_backward_ex(m, NULL, NULL);
+}
+
+int dorac_model_backward_ex(dorac_model *m, dorac_grads_ready_fn ready, void *ctx) {
     dorac_backend *be = m->be;
     model_acts *a = &m->acts;
     if (!a->ready_for_backward)
         return dorac_error(DORAC_E_INVALID, "model: backward needs a training forward just before it");
     a->ready_for_backward = false;
     const dorac_model_config *c = &m->cfg;
+    ready_list r = {.n = 0};
     DORAC_TRY(be->fill(be, &a->dres, 0.0));
     DORAC_TRY(norm_backward(m, &a->dres, &a->dlnf, &a->res_final, &a->lnf_mean, &a->lnf_rstd, m->final_w,
                             m->final_b));
-    for (int64_t l = c->n_layers - 1; l >= 0; l--) DORAC_TRY(block_backward(m, l, &a->blocks[l], a->dropout_seed));
+    /* the head's backward ran in the forward */
+    ready_param(&r, m->final_w);
+    ready_param(&r, m->final_b);
+    ready_linear(&r, m, m->head);
+    DORAC_TRY(ready_call(&r, ready, ctx));
+    for (int64_t l = c->n_layers - 1; l >= 0; l--) {
+        DORAC_TRY(block_backward(m, l, &a->blocks[l], a->dropout_seed));
+        const block_params *p = &m->blocks[l];
+        ready_param(&r, p->ln1_w);
+        ready_param(&r, p->ln1_b);
+        ready_param(&r, p->ln2_w);
+        ready_param(&r, p->ln2_b);
+        for (int k = 0; k < LIN_PER_BLOCK; k++) ready_linear(&r, m, p->lin[k]);
+        DORAC_TRY(ready_call(&r, ready, ctx));
+    }
     if (m->embed->grad.data) DORAC_TRY(be->embedding_backward(be, &m->embed->grad, &a->dres, &a->ids));
     if (m->pos_embed && m->pos_embed->grad.data)
         DORAC_TRY(be->embedding_backward(be, &m->pos_embed->grad, &a->dres, &a->pos));
-    return DORAC_OK;
+    ready_param(&r, m->embed);
+    ready_param(&r, m->pos_embed);
+    return ready_call(&r, ready, ctx);
 }

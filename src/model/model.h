@@ -219,6 +219,26 @@ int dorac_model_forward(dorac_model *m, const dorac_batch *batch, bool train, do
 ** trainable gradients. */
 int dorac_model_backward(dorac_model *m);
 
+/* Called by dorac_model_backward_ex with grads[0..n) (n >= 1): trainable
+** gradients (each the grad of an entry of dorac_model_trainables, or a
+** struct with the same data and shape) that this backward pass will not
+** write again. A non-zero return stops the backward, which returns it.
+** On an asynchronous backend (CUDA) the ops producing them are queued, not
+** finished: the callback orders its own work after them. */
+typedef int (*dorac_grads_ready_fn)(void *ctx, const dorac_tensor *const *grads, size_t n);
+
+/* dorac_model_backward, calling ready(ctx, ...) as gradients become final,
+** so that their all-reduce can overlap the rest of the backward:
+**   1. first, the lm_head's and final norm's (their backward ran in the
+**      forward and at the start of this one), unless tied to the embedding;
+**   2. then each block's, from the last block to the first, after that
+**      block's backward;
+**   3. last, the embeddings' (a tied lm_head's included).
+** Over one call every trainable gradient is handed over exactly once
+** (stages with none are skipped). The gradients are bit for bit those of
+** dorac_model_backward; ready NULL is dorac_model_backward. */
+int dorac_model_backward_ex(dorac_model *m, dorac_grads_ready_fn ready, void *ctx);
+
 /* Replaces each adapted linear's frozen weight by its merged weight and
 ** detaches the adapters (method becomes FROZEN). */
 int dorac_model_merge_adapters(dorac_model *m);

@@ -19,13 +19,24 @@
 ** reads the same checkpoint to resume. With adapter dropout, each rank
 ** draws its own masks, so runs of different world sizes differ there.
 **
+** Overlap (replicated state, world > 1, unless DORAC_DIST_OVERLAP=0): the
+** gradient all-reduce runs beside the backward. The last micro-batch's
+** backward hands each block's gradients over as they become final
+** (dorac_model_backward_ex); they are gathered into buckets of at least
+** OVERLAP_BUCKET elements in the order handed over, each bucket's
+** all_reduce_start goes out at once, and the step waits for them all
+** before the gradient norm. The sums are all_reduce_sum's (dist.h), so a
+** run is bit for bit the same with the overlap on or off. Earlier
+** micro-batches only accumulate: their gradients are not final.
+**
 ** ZeRO-1 (zero_stage 1, the default for full fine-tuning): the optimizer
 ** keeps each rank's shard of the AdamW state only; the gradients are
 ** reduced to their owners instead of to all, the clipping norm is summed
 ** over the shards, and the updated parameters are gathered from their
 ** owners (train/optimizer.h). Saving a checkpoint is then collective:
 ** every rank sends its shard to rank 0, which writes the whole state in the
-** unsharded format, so any world size can resume it.
+** unsharded format, so any world size can resume it. Its reduce-scatter
+** stays after the backward, not overlapped.
 */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime, strdup */
 #include "train/trainer.h"
@@ -303,6 +314,66 @@ static int read_state(const char *dir, run_state *s, uint64_t *seed) {
     return rc;
 }
 
+/* ---------------------------------------------------------------------- */
+/* the gradient all-reduce overlapped with the backward                   */
+/* ---------------------------------------------------------------------- */
+
+/* A bucket's all-reduce starts once it holds this many elements (64 KiB of
+** fp32): a block of LoRA/DoRA gradients at a small rank fills one, and
+** tiny tensors (norms, biases) ride along with the next block's. */
+#define OVERLAP_BUCKET ((size_t)1 << 14)
+
+typedef struct grad_overlap {
+    dorac_dist *dist;             /* NULL: overlap off */
+    dorac_backend *be;
+    const dorac_tensor **bucket;  /* (cap) handed over, not yet started */
+    size_t n, cap;                /* cap: the trainable tensors, all of which may wait here */
+    size_t elems;                 /* elements in the bucket */
+    size_t handed;                /* gradients handed over in this backward */
+} grad_overlap;
+
+/* DORAC_DIST_OVERLAP: unset or "1" on, "0" off. */
+static int overlap_wanted(bool *on) {
+    const char *s = getenv("DORAC_DIST_OVERLAP");
+    *on = !s || !strcmp(s, "1");
+    if (s && strcmp(s, "0") && strcmp(s, "1"))
+        return dorac_error(DORAC_E_INVALID, "DORAC_DIST_OVERLAP='%s' must be 0 or 1", s);
+    return DORAC_OK;
+}
+
+static int overlap_flush(grad_overlap *o) {
+    int rc = o->n ? o->dist->all_reduce_start(o->dist, o->be, o->bucket, o->n) : DORAC_OK;
+    o->n = o->elems = 0;
+    return rc;
+}
+
+/* dorac_grads_ready_fn: adds the gradients to the bucket, starting its
+** all-reduce once it is full. */
+static int overlap_ready(void *ctx, const dorac_tensor *const *grads, size_t n) {
+    grad_overlap *o = ctx;
+    for (size_t i = 0; i < n; i++) {
+        if (o->handed == o->cap)
+            return dorac_error(DORAC_E_INVALID, "train: the backward handed over more than the %zu trainable gradients",
+                               o->cap);
+        o->bucket[o->n++] = grads[i];
+        o->elems += (size_t)grads[i]->rows * (size_t)grads[i]->cols;
+        o->handed++;
+    }
+    return o->elems >= OVERLAP_BUCKET ? overlap_flush(o) : DORAC_OK;
+}
+
+/* After the hooked backward: starts the last bucket and waits for every
+** sum. Every trainable gradient must have been handed over. */
+static int overlap_finish(grad_overlap *o) {
+    int rc = overlap_flush(o);
+    int wrc = o->dist->all_reduce_wait(o->dist);
+    if (!rc) rc = wrc;
+    if (!rc && o->handed != o->cap)
+        rc = dorac_error(DORAC_E_INVALID, "train: the backward handed over %zu of the %zu trainable gradients",
+                         o->handed, o->cap);
+    return rc;
+}
+
 typedef struct trainer {
     const dorac_train_config *cfg;
     const dorac_train_callbacks *cb;
@@ -315,6 +386,7 @@ typedef struct trainer {
     dorac_optimizer opt;
     metrics met;
     dorac_dist *dist;     /* world 1: the "single" no-op implementation */
+    grad_overlap overlap; /* overlap.dist NULL: the all-reduce follows the backward */
     run_state st;
     int64_t total_steps, warmup;
     const char *weights_src; /* folder whose config/tokenizer files go with saved weights */
@@ -472,6 +544,7 @@ static int attach_method(trainer *t, const char *resume_dir) {
 
 static void trainer_free(trainer *t) {
     metrics_free(&t->met);
+    free(t->overlap.bucket);
     dorac_optimizer_free(&t->opt);
     dorac_batcher_free(&t->batcher);
     dorac_dataset_free(&t->train);
@@ -530,6 +603,9 @@ static int train_step(trainer *t, int32_t *ids, int32_t *tg, double lr, double *
     DORAC_TRY(d->all_reduce_host(d, &global_count, 1));
     double sum = 0;
     uint64_t seed = dorac_mix64(c->seed ^ dorac_mix64((uint64_t)t->st.step + 1));
+    grad_overlap *o = &t->overlap;
+    bool overlapped = false; /* the gradients' all-reduce was started by the backward */
+    o->n = o->elems = o->handed = 0;
     for (int64_t a = 0; a < accum && global_count > 0; a++) {
         dorac_batch b = {ids + a * B * T, tg + a * B * T, B, T};
         dorac_forward_result r;
@@ -537,11 +613,18 @@ static int train_step(trainer *t, int32_t *ids, int32_t *tg, double lr, double *
         DORAC_TRY(dorac_model_forward(t->model, &b, true, 1.0 / global_count, dorac_mix64(seed + mb), &r, NULL));
         /* a non-finite loss is caught below, after the sum over ranks, so
         ** that every rank stops at the same step */
-        DORAC_TRY(dorac_model_backward(t->model));
+        if (o->dist && a == accum - 1) { /* the gradients become final in this pass */
+            DORAC_TRY(dorac_model_backward_ex(t->model, overlap_ready, o));
+            overlapped = true;
+        } else {
+            DORAC_TRY(dorac_model_backward(t->model));
+        }
         sum += r.loss_sum;
     }
+    if (overlapped) DORAC_TRY(overlap_finish(o));
     if (d->world > 1) DORAC_TRY(d->all_reduce_host(d, &sum, 1));
-    DORAC_TRY(dorac_optimizer_sync_grads(&t->opt)); /* to every rank, or with ZeRO-1 to each owner */
+    /* to every rank, or with ZeRO-1 to each owner */
+    if (!overlapped) DORAC_TRY(dorac_optimizer_sync_grads(&t->opt));
     if (!isfinite(sum))
         return dorac_error(DORAC_E_NUMERIC, "non-finite loss at step %lld", (long long)t->st.step + 1);
     count = (int64_t)global_count;
@@ -660,6 +743,8 @@ int dorac_train(const dorac_train_config *cfg, const dorac_train_callbacks *cb, 
     memset(res, 0, sizeof *res);
     res->eval_loss_before = res->eval_loss_after = NAN;
     DORAC_TRY(check_config(cfg));
+    bool overlap = false;
+    DORAC_TRY(overlap_wanted(&overlap));
     trainer t = {.cfg = cfg, .cb = cb};
     DORAC_TRY(dorac_backend_open(cfg->device, &t.be));
     int rc = cfg->dist && cfg->dist->world > 1 ? dorac_dist_open(cfg->dist, t.be, &t.dist) : dorac_dist_open_single(&t.dist);
@@ -686,6 +771,11 @@ int dorac_train(const dorac_train_config *cfg, const dorac_train_callbacks *cb, 
     bool shard = cfg->zero_stage == 1 || (cfg->zero_stage < 0 && cfg->method == DORAC_METHOD_FULL);
     if (!rc) rc = dorac_optimizer_init_dist(&t.opt, t.be, tr, n_tr, t.dist, shard);
     if (!rc) res->optimizer_bytes = t.opt.state_bytes;
+    if (!rc && overlap && t.dist->world > 1 && !t.opt.sharded) {
+        t.overlap = (grad_overlap){.dist = t.dist, .be = t.be, .cap = n_tr};
+        t.overlap.bucket = calloc(n_tr ? n_tr : 1, sizeof *t.overlap.bucket);
+        if (!t.overlap.bucket) rc = dorac_error(DORAC_E_NOMEM, "train: out of memory");
+    }
     if (!rc) {
         int64_t step_rows = cfg->batch_size * cfg->grad_accum * t.dist->world;
         int64_t steps_per_epoch = (t.batcher.rows_per_epoch + step_rows - 1) / step_rows;
@@ -707,8 +797,9 @@ int dorac_train(const dorac_train_config *cfg, const dorac_train_callbacks *cb, 
              (long long)t.total_steps, (long long)cfg->batch_size, (long long)cfg->grad_accum,
              t.dist->world > 1 ? " per process" : "", (long long)t.warmup);
         if (t.dist->world > 1) {
-            note(cb, "data parallel: %d processes (%s collectives), this is rank %d", t.dist->world, t.dist->name,
-                 t.dist->rank);
+            note(cb, "data parallel: %d processes (%s collectives), this is rank %d; gradient all-reduce %s",
+                 t.dist->world, t.dist->name, t.dist->rank,
+                 t.overlap.dist ? "overlapped with the backward" : "after the backward");
             rc = note_optimizer_bytes(&t);
         }
         if (!rc) rc = run_loop(&t, res);

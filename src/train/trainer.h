@@ -52,7 +52,11 @@ typedef struct dorac_train_config {
                                 ** batch_size and grad_accum are per process, as HF's
                                 ** per_device_train_batch_size: a step takes
                                 ** batch_size * grad_accum * world rows; rank r trains on the
-                                ** r-th share of them; only rank 0 writes to out_dir. */
+                                ** r-th share of them; only rank 0 writes to out_dir.
+                                ** With zero_stage 0 the gradient all-reduce overlaps the
+                                ** backward (the same bits) unless the environment has
+                                ** DORAC_DIST_OVERLAP=0; another value than 0 or 1 is
+                                ** DORAC_E_INVALID. */
     int zero_stage;             /* with a world > 1: 1 shards the AdamW state over the ranks
                                 ** (ZeRO-1, train/optimizer.h), 0 keeps all of it on every
                                 ** rank; -1 (default): 1 for FULL, 0 for adapters, whose
