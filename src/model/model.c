@@ -207,7 +207,9 @@ int dorac_model_create(dorac_model **out, dorac_backend *be, const dorac_model_c
     m->method = DORAC_METHOD_FROZEN;
     m->rope_cos = m->rope_sin = dorac_tensor_none(be->param_type);
     size_t L = (size_t)cfg->n_layers;
-    builder b = {m, 12 * L + 8, 8 * L + 2, DORAC_OK};
+    /* at most 16 params a layer (Llama with attention_bias and mlp_bias: 7
+    ** weights, 7 biases, 2 norms; GPT-2 has 12) and 8 outside the blocks */
+    builder b = {m, 16 * L + 8, 8 * L + 2, DORAC_OK};
     m->params = calloc(b.cap_params, sizeof *m->params);
     m->linears = calloc(b.cap_linears, sizeof *m->linears);
     m->blocks = calloc(L, sizeof *m->blocks);
