@@ -405,6 +405,23 @@ int dorac_model_set_method(dorac_model *m, dorac_method method, dorac_target_fn 
     return dorac_model_zero_grad(m);
 }
 
+int dorac_model_clear_adapters(dorac_model *m) {
+    if (m->method == DORAC_METHOD_FULL)
+        return dorac_error(DORAC_E_INVALID, "model: only LoRA/DoRA adapters can be cleared, not full fine-tuning (its weights changed)");
+    dorac_model_acts_free(m); /* their adapter scratch depends on the method */
+    dorac_adapter_config frozen = {.method = DORAC_METHOD_FROZEN};
+    /* every linear, not only when a method is set: a load that failed
+    ** half-way leaves some adapters attached and the method unset */
+    for (size_t i = 0; i < m->n_linears; i++) {
+        dorac_model_linear *l = &m->linears[i];
+        if (!l->active || (l->L.cfg.method != DORAC_METHOD_LORA && l->L.cfg.method != DORAC_METHOD_DORA)) continue;
+        linear_free_adapter(m->be, l);
+        DORAC_TRY(linear_reinit(m, l, &frozen));
+    }
+    m->method = DORAC_METHOD_FROZEN;
+    return DORAC_OK;
+}
+
 size_t dorac_model_trainables(dorac_model *m, dorac_trainable *out, size_t cap) {
     size_t n = 0;
 #define PUSH(nm, val, gr, dec)                                        \

@@ -181,6 +181,14 @@ int dorac_model_set_method(dorac_model *m, dorac_method method, dorac_target_fn 
                            void *ctx, uint64_t seed);
 dorac_method dorac_model_method(const dorac_model *m);
 
+/* Removes the LoRA/DoRA adapters that dorac_model_set_method or
+** dorac_model_load_adapter attached: their tensors are freed and every
+** linear is frozen again, as loaded, so that another adapter can be
+** attached without reloading the base (dorac analyze walks checkpoints
+** this way), also after a load that failed half-way. Full fine-tuning is
+** DORAC_E_INVALID, since its weights themselves were trained. */
+int dorac_model_clear_adapters(dorac_model *m);
+
 /* A trainable tensor with its gradient, in the order the optimizer walks. */
 typedef struct dorac_trainable {
     char name[160];         /* PEFT key for adapters, state-dict name for FULL */

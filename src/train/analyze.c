@@ -102,6 +102,7 @@ typedef struct study {
     dorac_backend *be;
     dorac_model *base;
     dorac_model *trained; /* full fine-tuning checkpoints are loaded here, created on first use */
+    dorac_model *adapted; /* a copy of the base that adapter checkpoints attach to, one at a time */
     size_t cap_points;
 } study;
 
@@ -158,8 +159,8 @@ static int analyze_full(study *s, size_t run, size_t ckpt) {
 static int analyze_adapter(study *s, size_t run, size_t ckpt) {
     const dorac_run_dir *rd = &s->res->runs[run];
     const dorac_run_checkpoint *ck = &rd->ckpts[ckpt];
-    dorac_model *m;
-    DORAC_TRY(clone_base(s, &m));
+    if (!s->adapted) DORAC_TRY(clone_base(s, &s->adapted));
+    dorac_model *m = s->adapted;
     int rc = dorac_model_load_adapter(m, ck->path);
     if (!rc && dorac_model_method(m) != rd->method)
         rc = dorac_error(DORAC_E_FORMAT, "%s: the adapter is %s, the run's other folders are %s", ck->path,
@@ -183,8 +184,14 @@ static int analyze_adapter(study *s, size_t run, size_t ckpt) {
         rc = dorac_error(DORAC_E_FORMAT, "%s: the adapter adapts none of the modules %s (it adapts %s); choose others with --modules",
                          ck->path, s->res->modules, adapted);
     }
-    dorac_model_free(m);
-    return rc;
+    /* back to the base for the next checkpoint; a failure to clear leaves a
+    ** model that must not be reused */
+    int crc = dorac_model_clear_adapters(m);
+    if (crc) {
+        dorac_model_free(m);
+        s->adapted = NULL;
+    }
+    return rc ? rc : crc;
 }
 
 int dorac_analyze_runs(dorac_analyze_result *res, const dorac_analyze_params *p) {
@@ -210,6 +217,7 @@ int dorac_analyze_runs(dorac_analyze_result *res, const dorac_analyze_params *p)
         }
     }
     dorac_model_free(s.trained);
+    dorac_model_free(s.adapted);
     dorac_model_free(s.base);
     if (rc) dorac_analyze_result_free(res);
     return rc;
