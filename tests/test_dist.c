@@ -601,6 +601,18 @@ static void test_shard_plan(void) {
     check_plan(&p, bigs, 1, 65536);
     CHECK(p.n_pieces == 65536 && dorac_shard_plan_count(&p, 65535) == (uint64_t)1 << 24);
     dorac_shard_plan_free(&p);
+    /* nothing to share (no tensors, or only empty ones) over several ranks:
+    ** every rank owns nothing, an empty tensor is rank 0's */
+    CHECK_OK(dorac_shard_plan_init(&p, t + 2, 1, 3)); /* (0, 4) */
+    check_plan(&p, t + 2, 1, 3);
+    CHECK(p.n_pieces == 1 && p.begin[1] == 0 && p.begin[2] == 0 && p.begin[3] == 0);
+    dorac_shard_plan_free(&p);
+    CHECK_OK(dorac_shard_plan_init(&p, t + ZN, 1, 2)); /* (2, 0) */
+    check_plan(&p, t + ZN, 1, 2);
+    dorac_shard_plan_free(&p);
+    CHECK_OK(dorac_shard_plan_init(&p, NULL, 0, 4));
+    CHECK(p.n_pieces == 0 && p.total == 0 && p.begin[2] == 0 && p.begin[4] == 0);
+    dorac_shard_plan_free(&p);
     /* refused */
     CHECK_STATUS(dorac_shard_plan_init(&p, t, ZN, 0), DORAC_E_INVALID);
     CHECK(p.pieces == NULL && p.begin == NULL);
@@ -1118,6 +1130,12 @@ static bool files_equal(const char *a, const char *b) {
     return same;
 }
 
+/* A backend download that fails, as a device error would. */
+static int failing_download(dorac_backend *be, void *dst, dorac_dtype dst_type, const dorac_tensor *src) {
+    (void)be, (void)dst, (void)dst_type, (void)src;
+    return dorac_error(DORAC_E_BACKEND, "test: download refused");
+}
+
 /* One rank of the sharded-optimizer test. Three optimizers over the same
 ** gradients: `ref` one process fed the summed gradients, `zero` ZeRO-1 over
 ** the ranks, `rep` replicated over the ranks (all-reduce). */
@@ -1169,6 +1187,20 @@ static int zero_rank(int rank, int world, int port) {
     CHECK_OK(dorac_optimizer_save(&zero.o, rank == 0 ? zero_path : NULL));
     CHECK_OK(d->barrier(d));
     if (rank == 0) CHECK(files_equal(ref_path, zero_path));
+
+    /* a rank that cannot read its shard: nobody writes a checkpoint (rank 0
+    ** would otherwise write the garbage that rank sent) and all fail */
+    if (world > 1) {
+        char bad_path[128];
+        snprintf(bad_path, sizeof bad_path, "%s/bad-%d.safetensors", zero_dir, world);
+        dorac_backend failing = *be, *real = zero.o.be;
+        failing.download = failing_download;
+        if (rank == world - 1) zero.o.be = &failing;
+        CHECK(dorac_optimizer_save(&zero.o, rank == 0 ? bad_path : NULL) != DORAC_OK);
+        zero.o.be = real;
+        CHECK_OK(d->barrier(d));
+        if (rank == 0) CHECK(access(bad_path, F_OK) != 0);
+    }
 
     /* resume across world sizes: one process's file into this rank's shard,
     ** the sharded file into one process */

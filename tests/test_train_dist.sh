@@ -61,6 +61,17 @@ DORAC_DIST_OVERLAP=0 train two_after "${COMMON[@]}" --batch-size 2 --nproc-per-n
 grep -q "gradient all-reduce after the backward" "$TMP/two_after.log" ||
   fail "DORAC_DIST_OVERLAP=0 should reduce after the backward: $(grep 'data parallel' "$TMP/two_after.log")"
 same "$TMP/two" "$TMP/two_after" "dora: overlapped vs after the backward"
+# ranks launched by hand (torchrun's variables) that disagree on DORAC_DIST_OVERLAP: rank 0's
+# setting holds on both, so the run completes and equals the run after the backward
+port=$((20000 + RANDOM % 20000))
+rank_env() { env RANK=$1 WORLD_SIZE=2 LOCAL_RANK=$1 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port DORAC_DIST_OVERLAP=$2 "${@:3}"; }
+rank_env 1 1 "$DORAC" train "${COMMON[@]}" --batch-size 2 --out "$TMP/mixed" >"$TMP/mixed1.log" 2>&1 &
+peer=$!
+rank_env 0 0 "$DORAC" train "${COMMON[@]}" --batch-size 2 --out "$TMP/mixed" >"$TMP/mixed0.log" 2>&1 ||
+  fail "ranks with different DORAC_DIST_OVERLAP: $(tail -3 "$TMP/mixed0.log")"
+wait $peer || fail "rank 1 with a different DORAC_DIST_OVERLAP: $(tail -3 "$TMP/mixed1.log")"
+grep -q "gradient all-reduce after the backward" "$TMP/mixed0.log" || fail "rank 0's DORAC_DIST_OVERLAP=0 should hold"
+same "$TMP/two_after" "$TMP/mixed" "dora: ranks disagreeing on the overlap"
 
 # LoRA: 1 vs 2 processes, and the overlap changes no bit
 train lora_one "${BASE[@]}" --method lora --batch-size 4

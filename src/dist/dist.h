@@ -70,7 +70,9 @@
 ** message naming the rank; a peer that disconnects is an error, never a
 ** hang (sockets have a timeout). Collectives are called from one thread.
 ** Closing a dist with reductions started and not waited for abandons them
-** (the peers see this rank gone).
+** (the peers see this rank gone); nccl then aborts the communicator, as it
+** does after any failed collective, rather than finalising it, which would
+** wait for operations that a peer gone will never match.
 */
 #ifndef DORAC_DIST_H
 #define DORAC_DIST_H

@@ -50,6 +50,10 @@ typedef struct nccl_context {
     cudaEvent_t grads_ready;  /* recorded on stream by each start */
     cudaEvent_t comm_done;    /* recorded on comm_stream by wait */
     bool in_flight;           /* reductions started and not yet joined */
+    /* a collective of this dist failed: a peer may be gone, so closing
+    ** aborts the communicator (ncclCommFinalize would wait for operations
+    ** no peer will match, for ever) */
+    bool broken;
 } nccl_context;
 
 static int nccl_status(ncclResult_t r, int rank, const char *what) {
@@ -73,14 +77,30 @@ static int nccl_join(dorac_dist *d) {
     return cuda_status(cudaStreamWaitEvent(ctx->stream, ctx->comm_done, 0), d->rank, "cudaStreamWaitEvent");
 }
 
+/* Notes a failed collective (see broken); returns rc. A list refused by
+** its checks is not one: it fails on every rank alike before anything is
+** queued, and the communicator stays in step. */
+static int nccl_checked(dorac_dist *d, int rc) {
+    if (rc != DORAC_OK) ((nccl_context *)d->context)->broken = true;
+    return rc;
+}
+
+/* Closing after a failure, or with reductions started and not waited for
+** (abandoned, dist.h), aborts the communicator, so that neither this rank
+** nor its peers wait on operations that will never be matched; else the
+** communicator is finalised (its queued operations complete) first. */
 static void nccl_destroy(dorac_dist *d) {
     if (!d) return;
     nccl_context *ctx = (nccl_context *)d->context;
     if (ctx) {
         if (ctx->comm) {
             (void)cudaSetDevice(ctx->device);
-            (void)ncclCommFinalize(ctx->comm);
-            (void)ncclCommDestroy(ctx->comm);
+            if (ctx->broken || ctx->in_flight) {
+                (void)ncclCommAbort(ctx->comm);
+            } else {
+                (void)ncclCommFinalize(ctx->comm);
+                (void)ncclCommDestroy(ctx->comm);
+            }
         }
         if (ctx->comm_stream) {
             (void)cudaStreamSynchronize(ctx->comm_stream);
@@ -183,8 +203,10 @@ static int nccl_tensors(dorac_dist *d, dorac_backend *be, nccl_op op, const dora
 ** reductions started before them. */
 static int nccl_sync(dorac_dist *d, dorac_backend *be, nccl_op op, const dorac_tensor *const *t,
                      const int *owner, size_t n) {
-    DORAC_TRY(nccl_join(d));
-    return nccl_tensors(d, be, op, t, owner, n, nccl_op_name(op), ((nccl_context *)d->context)->stream);
+    DORAC_TRY(nccl_check(d, be, op, t, owner, n, nccl_op_name(op)));
+    DORAC_TRY(nccl_checked(d, nccl_join(d)));
+    return nccl_checked(d, nccl_tensors(d, be, op, t, owner, n, nccl_op_name(op),
+                                        ((nccl_context *)d->context)->stream));
 }
 
 static int nccl_all_reduce_sum(dorac_dist *d, dorac_backend *be, const dorac_tensor *const *t,
@@ -227,9 +249,8 @@ static int nccl_comm_stream(dorac_dist *d) {
     return DORAC_OK;
 }
 
-static int nccl_all_reduce_start(dorac_dist *d, dorac_backend *be, const dorac_tensor *const *t, size_t n) {
+static int nccl_start(dorac_dist *d, dorac_backend *be, const dorac_tensor *const *t, size_t n) {
     nccl_context *ctx = (nccl_context *)d->context;
-    DORAC_TRY(nccl_check(d, be, NCCL_ALL_REDUCE, t, NULL, n, "all_reduce_start"));
     DORAC_TRY(nccl_comm_stream(d));
     /* the gradients are written by the ops queued on the backend's stream so far */
     DORAC_TRY(cuda_status(cudaEventRecord(ctx->grads_ready, ctx->stream), d->rank, "cudaEventRecord"));
@@ -239,26 +260,31 @@ static int nccl_all_reduce_start(dorac_dist *d, dorac_backend *be, const dorac_t
     return nccl_tensors(d, be, NCCL_ALL_REDUCE, t, NULL, n, "all_reduce_start", ctx->comm_stream);
 }
 
+static int nccl_all_reduce_start(dorac_dist *d, dorac_backend *be, const dorac_tensor *const *t, size_t n) {
+    DORAC_TRY(nccl_check(d, be, NCCL_ALL_REDUCE, t, NULL, n, "all_reduce_start"));
+    return nccl_checked(d, nccl_start(d, be, t, n));
+}
+
 static int nccl_all_reduce_wait(dorac_dist *d) {
-    return nccl_join(d);
+    return nccl_checked(d, nccl_join(d));
 }
 
 static int nccl_all_reduce_host(dorac_dist *d, double *v, size_t n) {
-    return dorac_tcp_group_all_reduce(((nccl_context *)d->context)->group, v, n);
+    return nccl_checked(d, dorac_tcp_group_all_reduce(((nccl_context *)d->context)->group, v, n));
 }
 
 static int nccl_broadcast_host(dorac_dist *d, void *buf, size_t nbytes) {
-    return dorac_tcp_group_broadcast(((nccl_context *)d->context)->group, buf, nbytes);
+    return nccl_checked(d, dorac_tcp_group_broadcast(((nccl_context *)d->context)->group, buf, nbytes));
 }
 
 static int nccl_barrier(dorac_dist *d) {
-    return dorac_tcp_group_barrier(((nccl_context *)d->context)->group);
+    return nccl_checked(d, dorac_tcp_group_barrier(((nccl_context *)d->context)->group));
 }
 
 /* The sharded optimizer state is on the host by the time it is gathered
 ** (it goes to a file), so the rendezvous socket carries it. */
 static int nccl_gather_host(dorac_dist *d, const void *part, void *all, const size_t *part_bytes) {
-    return dorac_tcp_group_gather(((nccl_context *)d->context)->group, part, all, part_bytes);
+    return nccl_checked(d, dorac_tcp_group_gather(((nccl_context *)d->context)->group, part, all, part_bytes));
 }
 
 int dorac_dist_open_nccl(const dorac_dist_env *env, dorac_backend *be, dorac_dist **out) {

@@ -73,7 +73,10 @@ int dorac_shard_plan_init(dorac_shard_plan *p, const dorac_tensor *const *t, siz
     p->begin[world] = total;
     size_t i = 0;
     uint64_t start = 0; /* flat position of tensor i */
-    for (int r = 1; r < world; r++) {
+    /* with nothing to share every boundary is 0 (the walk below needs a
+    ** tensor holding each target, which only a non-empty list has) */
+    for (int r = 1; r < world && total == 0; r++) p->begin[r] = 0;
+    for (int r = 1; r < world && total > 0; r++) {
         uint64_t target = share_target(total, r, world), e = 0;
         /* the tensor holding flat position target (< total, so one exists) */
         for (;;) {

@@ -204,6 +204,14 @@ int dorac_optimizer_save(dorac_optimizer *o, const char *path) {
             part_bytes[r] = (size_t)dorac_shard_plan_count(&o->plan, r) * sizeof(float);
         int grc = o->dist->gather_host(o->dist, m, root ? m : NULL, part_bytes);
         if (!grc) grc = o->dist->gather_host(o->dist, v, root ? v : NULL, part_bytes);
+        /* a rank that could not read its shard sent whatever its buffer
+        ** held: then nobody writes, rather than a checkpoint that resumes
+        ** from garbage */
+        double failed = rc != DORAC_OK;
+        if (!grc) grc = o->dist->all_reduce_host(o->dist, &failed, 1);
+        if (!rc && !grc && failed > 0)
+            rc = dorac_error(DORAC_E_IO, "optimizer: %.0f rank(s) could not read their AdamW state; nothing written",
+                             failed);
         if (!rc) rc = grc;
     }
     if (!rc && root && path) rc = write_state(o, m, v, path);

@@ -97,8 +97,9 @@ int dorac_optimizer_step(dorac_optimizer *o, const dorac_adamw_config *c, double
 /* Writes the whole state to path as safetensors (see above). Atomic.
 ** Collective when sharded: every rank calls it, each sends its shard to
 ** rank 0, and rank 0 alone writes; the other ranks pass path NULL, and so
-** may rank 0 to take part without writing. Unsharded, it writes path when
-** given and does nothing for NULL. */
+** may rank 0 to take part without writing; when any rank fails to read
+** its shard, every rank returns an error and nothing is written. Unsharded,
+** it writes path when given and does nothing for NULL. */
 int dorac_optimizer_save(dorac_optimizer *o, const char *path);
 
 /* Reads what save wrote (with any world size, sharded or not), keeping

@@ -19,7 +19,7 @@
 ** reads the same checkpoint to resume. With adapter dropout, each rank
 ** draws its own masks, so runs of different world sizes differ there.
 **
-** Overlap (replicated state, world > 1, unless DORAC_DIST_OVERLAP=0): the
+** Overlap (replicated state, world > 1, unless rank 0 has DORAC_DIST_OVERLAP=0): the
 ** gradient all-reduce runs beside the backward. The last micro-batch's
 ** backward hands each block's gradients over as they become final
 ** (dorac_model_backward_ex); they are gathered into buckets of at least
@@ -542,7 +542,11 @@ static int attach_method(trainer *t, const char *resume_dir) {
     return dorac_model_set_method(t->model, c->method, select_target, &ts, c->seed);
 }
 
+/* The dist closes first: on a failure mid-step, NCCL reductions started on
+** the communication stream may still be writing the gradients, and closing
+** ends them before the model's memory is released. */
 static void trainer_free(trainer *t) {
+    dorac_dist_close(t->dist);
     metrics_free(&t->met);
     free(t->overlap.bucket);
     dorac_optimizer_free(&t->opt);
@@ -551,7 +555,6 @@ static void trainer_free(trainer *t) {
     if (t->have_eval) dorac_dataset_free(&t->eval);
     dorac_tokenizer_free(t->tok);
     dorac_model_free(t->model);
-    dorac_dist_close(t->dist);
     dorac_backend_destroy(t->be);
 }
 
@@ -752,8 +755,12 @@ int dorac_train(const dorac_train_config *cfg, const dorac_train_callbacks *cb, 
         dorac_backend_destroy(t.be);
         return rc;
     }
+    /* every rank must reduce the same way: rank 0's DORAC_DIST_OVERLAP decides */
+    unsigned char overlap_byte = overlap;
+    rc = t.dist->broadcast_host(t.dist, &overlap_byte, 1);
+    overlap = overlap_byte != 0;
     char resume_dir[4200] = "";
-    rc = dorac_mkdir_p(cfg->out_dir);
+    if (!rc) rc = dorac_mkdir_p(cfg->out_dir);
     if (!rc && cfg->resume) {
         if (!strcmp(cfg->resume, "auto")) rc = dorac_find_latest_checkpoint(cfg->out_dir, resume_dir, sizeof resume_dir);
         else snprintf(resume_dir, sizeof resume_dir, "%s", cfg->resume);
