@@ -873,6 +873,9 @@ static int tcp_retire(dorac_dist *d, bool all) {
         pthread_mutex_lock(&c->mu);
         tcp_request *q = c->first;
         bool exchanged = q && q != c->next_run;
+        /* read with the request under one lock: an exchange that failed after
+        ** the check above must not let its unsummed values be uploaded */
+        bool failed = c->failed != DORAC_OK;
         if (exchanged) {
             c->first = q->next;
             if (!c->first) c->last = NULL;
@@ -880,6 +883,7 @@ static int tcp_retire(dorac_dist *d, bool all) {
         }
         pthread_mutex_unlock(&c->mu);
         if (!exchanged) break;
+        if (failed && rc == DORAC_OK) rc = tcp_failure(c);
         size_t off = 0;
         for (size_t k = 0; k < q->n_tensors && rc == DORAC_OK; k++) {
             const dorac_tensor *t = &q->tensors[k];
