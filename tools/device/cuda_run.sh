@@ -15,12 +15,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/dorac-out}
 mkdir -p "$OUT"
-P=/tmp/devrt
-mkdir -p $P
-for f in .devrt/*.deb; do dpkg -x "$f" $P; done
-L=$P/usr/lib/x86_64-linux-gnu
-export LD_LIBRARY_PATH=$L:$L/openblas-openmp:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-export OMP_WAIT_POLICY=PASSIVE
+. tools/device/runtime_env.sh
 BIN=.devbin
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/check.log"
 

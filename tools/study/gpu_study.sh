@@ -61,15 +61,8 @@ log() { echo "[gpu-study $(date +%H:%M:%S) +$(( $(date +%s) - T0 ))s] $*" | tee 
 left() { echo $(( END - $(date +%s) )); }
 secs() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
 
-# runtime libraries the GPU machine lacks (as tools/device/cuda_run.sh)
-if ls .devrt/*.deb >/dev/null 2>&1; then
-  P=/tmp/devrt
-  mkdir -p $P
-  for f in .devrt/*.deb; do dpkg -x "$f" $P; done
-  L=$P/usr/lib/x86_64-linux-gnu
-  export LD_LIBRARY_PATH=$L:$L/openblas-openmp:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-fi
-export OMP_WAIT_POLICY=PASSIVE
+# runtime libraries the GPU machine lacks
+. tools/device/runtime_env.sh
 
 log "mode $MODE, deadline ${DEADLINE_S}s, $NT cores, dorac $D, device $DEVICE"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee -a "$LOG"
