@@ -10,35 +10,17 @@
 ** launcher then exits with the failed copy's status, naming its rank.
 */
 #define _POSIX_C_SOURCE 200809L /* setenv, kill, sigaction */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "dist/dist.h"
 
-/* A TCP port on 127.0.0.1 that is free now (the kernel picks it). */
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return -1;
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = 0;
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-}
 
 int cli_launch_local(int argc, char **argv, int nproc) {
     /* the children's command line: "train" and every argument but
@@ -61,7 +43,7 @@ int cli_launch_local(int argc, char **argv, int nproc) {
         child[n++] = argv[i];
     }
     child[n] = NULL;
-    int port = free_port();
+    int port = dorac_dist_free_port();
     if (port < 0) {
         free(child), free(pids);
         fprintf(stderr, "dorac: --nproc-per-node: no free TCP port on 127.0.0.1: %s\n", strerror(errno));

@@ -227,23 +227,6 @@ static void test_single(void) {
 
 /* ---- processes ------------------------------------------------------------- */
 
-/* A TCP port on 127.0.0.1 that was free a moment ago. */
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return -1;
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    sa.sin_port = 0;
-    socklen_t len = sizeof sa;
-    int port = -1;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-        port = ntohs(sa.sin_port);
-    close(fd);
-    return port;
-}
 
 static dorac_dist_env make_env(int rank, int world, int port) {
     dorac_dist_env env = {rank, world, rank, "127.0.0.1", port, "test"};
@@ -397,7 +380,7 @@ static int collectives_rank(int rank, int world, int port) {
 
 static void test_collectives(void) {
     enum { W = 3 };
-    int port = free_port();
+    int port = dorac_dist_free_port();
     CHECK(port > 0);
     pid_t pids[W];
     for (int r = 0; r < W; r++) pids[r] = spawn(collectives_rank, r, W, port);
@@ -440,7 +423,7 @@ static void test_failures_are_errors(void) {
     dorac_dist *d = NULL;
 
     /* rank 0 waits for a rank that never comes: an error after ~2 s */
-    dorac_dist_env env = make_env(0, 2, free_port());
+    dorac_dist_env env = make_env(0, 2, dorac_dist_free_port());
     double t0 = seconds_now();
     CHECK_STATUS(dorac_dist_open_tcp(&env, &d), DORAC_E_IO);
     double waited = seconds_now() - t0;
@@ -449,7 +432,7 @@ static void test_failures_are_errors(void) {
     CHECK(waited >= 1.5 && waited < 5.0);
 
     /* a rank with no rank 0 to reach */
-    env = make_env(1, 2, free_port());
+    env = make_env(1, 2, dorac_dist_free_port());
     t0 = seconds_now();
     CHECK_STATUS(dorac_dist_open_tcp(&env, &d), DORAC_E_IO);
     waited = seconds_now() - t0;
@@ -457,7 +440,7 @@ static void test_failures_are_errors(void) {
     CHECK(waited >= 1.5 && waited < 5.0);
 
     /* a rank announcing another world size */
-    int port = free_port();
+    int port = dorac_dist_free_port();
     pid_t pid = spawn(rejected_rank, 1, 3, port);
     env = make_env(0, 2, port);
     CHECK_STATUS(dorac_dist_open_tcp(&env, &d), DORAC_E_INVALID);
@@ -465,7 +448,7 @@ static void test_failures_are_errors(void) {
     CHECK(wait_children(&pid, 1, 10.0) == 0);
 
     /* two processes claiming rank 1 */
-    port = free_port();
+    port = dorac_dist_free_port();
     pid_t two[2] = {spawn(rejected_rank, 1, 3, port), spawn(rejected_rank, 1, 3, port)};
     env = make_env(0, 3, port);
     CHECK_STATUS(dorac_dist_open_tcp(&env, &d), DORAC_E_INVALID);
@@ -473,7 +456,7 @@ static void test_failures_are_errors(void) {
     CHECK(wait_children(two, 2, 10.0) == 0);
 
     /* a peer that dies after joining: rank 0's collective fails, promptly */
-    port = free_port();
+    port = dorac_dist_free_port();
     pid = spawn(dying_rank, 1, 2, port);
     env = make_env(0, 2, port);
     CHECK_OK(dorac_dist_open_tcp(&env, &d));
@@ -489,7 +472,7 @@ static void test_failures_are_errors(void) {
     CHECK(wait_children(&pid, 1, 10.0) == 0);
 
     /* ranks calling different collectives: the mismatch is named */
-    port = free_port();
+    port = dorac_dist_free_port();
     pid = spawn(out_of_step_rank, 1, 2, port);
     env = make_env(0, 2, port);
     CHECK_OK(dorac_dist_open_tcp(&env, &d));
@@ -504,7 +487,7 @@ static void test_failures_are_errors(void) {
 
     /* a malformed timeout */
     setenv("DORAC_DIST_TIMEOUT", "soon", 1);
-    env = make_env(0, 2, free_port());
+    env = make_env(0, 2, dorac_dist_free_port());
     CHECK_STATUS(dorac_dist_open_tcp(&env, &d), DORAC_E_INVALID);
     CHECK(error_mentions("DORAC_DIST_TIMEOUT", "soon"));
     unsetenv("DORAC_DIST_TIMEOUT");
@@ -816,13 +799,13 @@ static int big_owned_rank(int rank, int world, int port) {
 
 static void test_owned_collectives(void) {
     for (int world = 1; world <= 3; world++) {
-        int port = free_port();
+        int port = dorac_dist_free_port();
         CHECK(port > 0);
         pid_t pids[MAX_CHILDREN];
         for (int r = 0; r < world; r++) pids[r] = spawn(owned_rank, r, world, port);
         CHECK(wait_children(pids, world, 60.0) == 0);
     }
-    int port = free_port();
+    int port = dorac_dist_free_port();
     pid_t pids[2] = {spawn(big_owned_rank, 0, 2, port), spawn(big_owned_rank, 1, 2, port)};
     CHECK(wait_children(pids, 2, 120.0) == 0);
 }
@@ -1032,7 +1015,7 @@ static int async_dying_rank(int rank, int world, int port) {
 
 static void test_async_all_reduce(void) {
     for (int world = 1; world <= 3; world++) {
-        int port = free_port();
+        int port = dorac_dist_free_port();
         CHECK(port > 0);
         pid_t pids[MAX_CHILDREN];
         for (int r = 0; r < world; r++) pids[r] = spawn(async_rank, r, world, port);
@@ -1042,7 +1025,7 @@ static void test_async_all_reduce(void) {
     setenv("DORAC_DIST_TIMEOUT", "5", 1);
     for (int variant = 0; variant < 2; variant++) {
         async_close_instead = variant == 1;
-        int port = free_port();
+        int port = dorac_dist_free_port();
         pid_t pids[3];
         for (int r = 0; r < 3; r++) pids[r] = spawn(async_dying_rank, r, 3, port);
         CHECK(wait_children(pids, 3, 20.0) == 0);
@@ -1248,7 +1231,7 @@ static void test_zero_optimizer(void) {
     snprintf(zero_dir, sizeof zero_dir, "/tmp/dorac-zero-XXXXXX");
     CHECK(mkdtemp(zero_dir) != NULL);
     for (int world = 1; world <= 3; world++) {
-        int port = free_port();
+        int port = dorac_dist_free_port();
         pid_t pids[MAX_CHILDREN];
         for (int r = 0; r < world; r++) pids[r] = spawn(zero_rank, r, world, port);
         CHECK(wait_children(pids, world, 60.0) == 0);
@@ -1272,7 +1255,7 @@ static void test_nccl_one_gpu(void) {
     dorac_backend *be = dorac_backend_cuda_create((dorac_cuda_params){0});
     CHECK(be != NULL);
     if (!be) return;
-    dorac_dist_env env = make_env(0, 1, free_port());
+    dorac_dist_env env = make_env(0, 1, dorac_dist_free_port());
     dorac_dist *d = NULL;
     CHECK_OK(dorac_dist_open_nccl(&env, be, &d));
     if (d) {

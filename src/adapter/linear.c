@@ -341,33 +341,37 @@ static int backward_chunks(dorac_linear *L, backward_scratch *s, int64_t chunk,
     return DORAC_OK;
 }
 
-int dorac_linear_backward(dorac_linear *L, const dorac_tensor *dx, bool accumulate_dx,
-                          const dorac_tensor *dy, const dorac_tensor *dz_scratch,
-                          const dorac_tensor *x, const dorac_tensor *y, const dorac_tensor *u,
-                          uint64_t dropout_seed) {
+/* Both backwards. dz_ready: dy already holds dz = g ⊙ dy and L->zsum its
+** sum (dorac_linear_backward_dz), so DoRA's element-wise pass is skipped. */
+static int linear_backward(dorac_linear *L, const dorac_tensor *dx, bool accumulate_dx,
+                           const dorac_tensor *dy, const dorac_tensor *dz_scratch, const dorac_tensor *x,
+                           const dorac_tensor *y, const dorac_tensor *u, uint64_t dropout_seed, bool dz_ready) {
     dorac_backend *be = L->be;
     int64_t N = dy->rows;
     dorac_tensor none = dorac_tensor_none(be->act_type);
     if (!dx) dx = &none;
     bool dora = L->cfg.method == DORAC_METHOD_DORA;
+    bool dora_pass = dora && !dz_ready; /* dz and zsum still to form from dy and y */
     bool adapter = dorac_linear_has_adapter(L);
-    const dorac_tensor *dz_given = dora && dz_scratch && dz_scratch->data ? dz_scratch : NULL;
-    DORAC_TRY(check_activation(L, dy, N, L->out, "dy"));
+    const dorac_tensor *dz_given = dora_pass && dz_scratch && dz_scratch->data ? dz_scratch : NULL;
+    DORAC_TRY(check_activation(L, dy, N, L->out, dz_ready ? "dz" : "dy"));
     if (dx->data) DORAC_TRY(check_activation(L, dx, N, L->in, "dx"));
     if (adapter || L->cfg.method == DORAC_METHOD_FULL) DORAC_TRY(check_activation(L, x, N, L->in, "x"));
     if (adapter) DORAC_TRY(check_activation(L, u, N, L->cfg.rank, "u"));
-    if (dora) DORAC_TRY(check_activation(L, y, N, L->out, "y"));
+    if (dora_pass) DORAC_TRY(check_activation(L, y, N, L->out, "y"));
     if (dz_given) DORAC_TRY(check_activation(L, dz_given, N, L->out, "dz scratch"));
 
     /* One pass over all N rows unless DoRA has nowhere to put dz, or dropout
     ** needs its masked-input scratch: then chunks of rows keep both scratches
     ** independent of N. */
-    bool chunked = (dora && !dz_given) || (adapter && active_dropout(L) > 0.0);
+    bool chunked = (dora_pass && !dz_given) || (adapter && active_dropout(L) > 0.0);
     int64_t chunk = chunked && N > DORAC_LINEAR_CHUNK_ROWS ? DORAC_LINEAR_CHUNK_ROWS : (N > 0 ? N : 1);
     backward_scratch s;
-    DORAC_TRY(scratch_alloc(L, &s, chunk, dz_given != NULL));
-    int rc = dora ? be->fill(be, &L->zsum, 0.0) : DORAC_OK;
-    if (!rc) rc = backward_chunks(L, &s, chunk, dx, accumulate_dx, dy, dz_given, x, y, u, dropout_seed);
+    DORAC_TRY(scratch_alloc(L, &s, chunk, !dora_pass || dz_given != NULL));
+    int rc = dora_pass ? be->fill(be, &L->zsum, 0.0) : DORAC_OK;
+    if (!rc)
+        rc = backward_chunks(L, &s, chunk, dx, accumulate_dx, dy, dz_given, x, dora_pass ? y : NULL, u,
+                             dropout_seed);
     if (!rc && dora) rc = dorac_dora_backward_params(L, &L->zsum);
     if (!rc && L->cfg.method == DORAC_METHOD_FULL) {
         /* dW += dy^T x, dbias += sum_N dy */
@@ -376,6 +380,13 @@ int dorac_linear_backward(dorac_linear *L, const dorac_tensor *dx, bool accumula
     }
     scratch_free(be, &s);
     return rc;
+}
+
+int dorac_linear_backward(dorac_linear *L, const dorac_tensor *dx, bool accumulate_dx,
+                          const dorac_tensor *dy, const dorac_tensor *dz_scratch,
+                          const dorac_tensor *x, const dorac_tensor *y, const dorac_tensor *u,
+                          uint64_t dropout_seed) {
+    return linear_backward(L, dx, accumulate_dx, dy, dz_scratch, x, y, u, dropout_seed, false);
 }
 
 const dorac_dora_epilogue *dorac_linear_dora_epilogue(dorac_linear *L, dorac_dora_epilogue *e,
@@ -390,28 +401,8 @@ const dorac_dora_epilogue *dorac_linear_dora_epilogue(dorac_linear *L, dorac_dor
 int dorac_linear_backward_dz(dorac_linear *L, const dorac_tensor *dx, bool accumulate_dx,
                              const dorac_tensor *dz, const dorac_tensor *x, const dorac_tensor *u,
                              uint64_t dropout_seed) {
-    dorac_backend *be = L->be;
-    int64_t N = dz->rows;
-    dorac_tensor none = dorac_tensor_none(be->act_type);
-    if (!dx) dx = &none;
-    bool adapter = dorac_linear_has_adapter(L);
     if (L->cfg.method != DORAC_METHOD_DORA)
         return dorac_error(DORAC_E_INVALID, "linear: backward from dz needs a DoRA layer, not %s",
                            dorac_method_name(L->cfg.method));
-    DORAC_TRY(check_activation(L, dz, N, L->out, "dz"));
-    if (dx->data) DORAC_TRY(check_activation(L, dx, N, L->in, "dx"));
-    if (adapter) {
-        DORAC_TRY(check_activation(L, x, N, L->in, "x"));
-        DORAC_TRY(check_activation(L, u, N, L->cfg.rank, "u"));
-    }
-    /* as dorac_linear_backward with dz given: one pass unless dropout's
-    ** masked-input scratch asks for chunks */
-    bool chunked = adapter && active_dropout(L) > 0.0;
-    int64_t chunk = chunked && N > DORAC_LINEAR_CHUNK_ROWS ? DORAC_LINEAR_CHUNK_ROWS : (N > 0 ? N : 1);
-    backward_scratch s;
-    DORAC_TRY(scratch_alloc(L, &s, chunk, true));
-    int rc = backward_chunks(L, &s, chunk, dx, accumulate_dx, dz, NULL, x, NULL, u, dropout_seed);
-    if (!rc) rc = dorac_dora_backward_params(L, &L->zsum);
-    scratch_free(be, &s);
-    return rc;
+    return linear_backward(L, dx, accumulate_dx, dz, NULL, x, NULL, u, dropout_seed, true);
 }

@@ -154,6 +154,11 @@ int dorac_dist_open_tcp(const dorac_dist_env *env, dorac_dist **out);
 /* NCCL (DORAC_E_UNSUPPORTED when dorac was built without CUDA/NCCL). */
 int dorac_dist_open_nccl(const dorac_dist_env *env, dorac_backend *be, dorac_dist **out);
 
+/* A TCP port on 127.0.0.1 that is free now (the kernel picks it), for a
+** local rendezvous (`--nproc-per-node`); -1 when none can be had. Another
+** process may take it before it is used. */
+int dorac_dist_free_port(void);
+
 static inline void dorac_dist_close(dorac_dist *d) {
     if (d) d->destroy(d);
 }

@@ -151,18 +151,6 @@ PY
     echo "ncu $method rc=$? rows $(wc -l < /tmp/ncu_$method.csv)"
   done
   python3 bench/ncu_kernels.py /tmp/ncu_lora.csv /tmp/ncu_dora.csv | tee "$OUT/kernels_ncu.txt"
-  # the DoRA column-sum kernels alone, under each tuning (same results)
-  for tuning in 0 1 2 3 4; do
-    rm -rf /tmp/run
-    DORAC_CUDA_COLSUM_TUNING=$tuning timeout 120 ncu --csv --print-units base --metrics gpu__time_duration.sum \
-      --kernel-name regex:dora_colsum $BIN/dorac train --model /tmp/l4run/model --data /tmp/ids_l4.jsonl \
-      --out /tmp/run --method dora --rank 16 --alpha 32 --targets all-linear --batch-size 4 --seq-len 2048 \
-      --no-pack --long truncate --steps 2 --warmup 0 --lr 1e-4 --device cuda 2>/dev/null | grep '^"' \
-      > /tmp/ncu_tuning$tuning.csv
-    echo "== colsum tuning $tuning ==" | tee -a "$OUT/kernels_ncu.txt"
-    python3 bench/ncu_kernels.py /tmp/ncu_tuning0.csv /tmp/ncu_tuning$tuning.csv | sed -n 1,8p \
-      | tee -a "$OUT/kernels_ncu.txt"
-  done
 fi
 
 if want profile && command -v nsys >/dev/null && [ -d /tmp/models/llama1b ]; then

@@ -213,8 +213,6 @@ extern "C" dorac_backend *dorac_backend_cuda_create(dorac_cuda_params params) {
         return NULL;
     }
     be->context = ctx;
-    const char *tuning = getenv("DORAC_CUDA_COLSUM_TUNING");
-    ctx->colsum_tuning = tuning && *tuning ? atoi(tuning) : -1;
     if (setup(ctx, params.device) != DORAC_OK) {
         cuda_destroy(be);
         return NULL;

@@ -92,12 +92,17 @@ static __device__ __forceinline__ void dora_zsum_update(const dora_side &s, int6
 ** column c0 (elements past out padded with 0), and __device__ void
 ** prefetch(int64_t i, int64_t c0) const, asking L2 for the same chunk's
 ** inputs. partial is (K, 2, n_parts, out) doubles (sums of d y, then of d),
-** NULL with one part. Grid: (column tiles, parts). With AHEAD > 0 a thread
-** prefetches the row AHEAD of its iterations ahead (more loads in flight,
-** no registers); MIN_BLOCKS bounds the registers so that that many blocks
-** fit an SM. Neither changes the order of any sum. */
-template <int K, int AHEAD, int MIN_BLOCKS, class Producer>
-static __global__ void __launch_bounds__(COLSUM_TILE_COLS, MIN_BLOCKS)
+** NULL with one part. Grid: (column tiles, parts). A thread asks L2 for
+** its next row while it works on this one (more loads in flight, no
+** registers held). Bounded so that 4 (K = 1) or 2 blocks fit an SM.
+**
+** On the H200 (2 steps of 4 Llama-1B layers, ncu,
+** docs/cuda/kernels_ncu_2026-11-29.txt) that prefetch was the best of five
+** variants tried: the swiglu pass took 3.49 ms without it, 2.97 with it,
+** 2.90-3.20 with more blocks per SM or two rows ahead; the one-side pass
+** 1.25, 1.18 and 1.21-2.26 (the plain swiglu_backward kernel: 1.99). */
+template <int K, class Producer>
+static __global__ void __launch_bounds__(COLSUM_TILE_COLS, K == 1 ? 4 : 2)
 dora_colsum_partial_kernel(Producer produce, dora_sides<K> s, double *partial, int64_t N, int64_t out,
                            int64_t rows_per_part, int64_t n_parts) {
     __shared__ double sums[COLSUM_PART_THREADS][COLSUM_TILE_COLS];
@@ -110,13 +115,10 @@ dora_colsum_partial_kernel(Producer produce, dora_sides<K> s, double *partial, i
 #pragma unroll
         for (int k = 0; k < CUDA_CHUNK; k++) acc_dyy[j][k] = acc_dy[j][k] = 0.0f;
     if (c0 < out) {
-        if (AHEAD > 0)
-            for (int a = 1; a <= AHEAD; a++)
-                if (i0 + threadIdx.y + a * COLSUM_PART_THREADS < i1)
-                    produce.prefetch(i0 + threadIdx.y + a * COLSUM_PART_THREADS, c0);
+        if (i0 + threadIdx.y + COLSUM_PART_THREADS < i1)
+            produce.prefetch(i0 + threadIdx.y + COLSUM_PART_THREADS, c0);
         for (int64_t i = i0 + threadIdx.y; i < i1; i += COLSUM_PART_THREADS) {
-            if (AHEAD > 0 && i + (AHEAD + 1) * COLSUM_PART_THREADS < i1)
-                produce.prefetch(i + (AHEAD + 1) * COLSUM_PART_THREADS, c0);
+            if (i + 2 * COLSUM_PART_THREADS < i1) produce.prefetch(i + 2 * COLSUM_PART_THREADS, c0);
             float d[K][CUDA_CHUNK], yv[K][CUDA_CHUNK];
             produce(i, c0, out, d, yv);
 #pragma unroll
@@ -199,25 +201,6 @@ dora_colsum_finish_kernel(dora_sides<K> s, const double *partial, int64_t out, i
     }
 }
 
-/* Tunings of pass 1: (rows prefetched ahead, blocks per SM) =
-**   0 (0, MB)   1 (1, MB)   2 (0, 1.5 MB)   3 (1, 1.5 MB)   4 (2, MB)
-** with MB 4 for one side and 2 for two. COLSUM_DEFAULT_TUNING is used
-** unless the backend's colsum_tuning (DORAC_CUDA_COLSUM_TUNING) names
-** another; tools/device/cuda_run.sh's ncu target times each. On the H200
-** (2 steps of 4 Llama-1B layers, ncu, docs/cuda/kernels_ncu_2026-11-29.txt)
-** the swiglu pass took 3.49, 2.97, 3.20, 2.90, 2.98 ms and the one-side
-** pass 1.25, 1.18, 2.10, 2.26, 1.21 ms under tunings 0..4: 1 is the default
-** (the plain swiglu_backward kernel took 1.99 ms). */
-#define COLSUM_DEFAULT_TUNING 1
-
-template <int K, int AHEAD, int MIN_BLOCKS, class Producer>
-static void dora_colsum_partial(dim3 grid, dim3 block, cudaStream_t stream, const Producer &produce,
-                                const dora_sides<K> &s, double *partial, int64_t N, int64_t out,
-                                int64_t rows_per_part, int64_t n_parts) {
-    dora_colsum_partial_kernel<K, AHEAD, MIN_BLOCKS, Producer>
-        <<<grid, block, 0, stream>>>(produce, s, partial, N, out, rows_per_part, n_parts);
-}
-
 /* Runs both passes over (N,out) on be's stream. Parts of at most
 ** COLSUM_PART_ROWS rows, balanced; only past 65535 parts (8M rows) do they
 ** grow, and a thread's fp32 sums with them. The shape depends only on
@@ -241,15 +224,8 @@ static int dora_colsum_launch(dorac_backend *be, const Producer &produce, const 
         if (!partial) return DORAC_E_NOMEM;
     }
     dim3 grid((unsigned)col_tiles, (unsigned)n_parts), block(COLSUM_TILE_CHUNKS, COLSUM_PART_THREADS);
-    constexpr int MB = K == 1 ? 4 : 2;
-    int tuning = cuda_ctx(be)->colsum_tuning;
-    switch (tuning < 0 ? COLSUM_DEFAULT_TUNING : tuning) {
-    case 0: dora_colsum_partial<K, 0, MB>(grid, block, stream, produce, s, partial, N, out, rows_per_part, n_parts); break;
-    case 1: dora_colsum_partial<K, 1, MB>(grid, block, stream, produce, s, partial, N, out, rows_per_part, n_parts); break;
-    case 2: dora_colsum_partial<K, 0, MB + MB / 2>(grid, block, stream, produce, s, partial, N, out, rows_per_part, n_parts); break;
-    case 3: dora_colsum_partial<K, 1, MB + MB / 2>(grid, block, stream, produce, s, partial, N, out, rows_per_part, n_parts); break;
-    default: dora_colsum_partial<K, 2, MB>(grid, block, stream, produce, s, partial, N, out, rows_per_part, n_parts); break;
-    }
+    dora_colsum_partial_kernel<K, Producer><<<grid, block, 0, stream>>>(produce, s, partial, N, out,
+                                                                       rows_per_part, n_parts);
     if (partial) {
         dim3 fblock(COLSUM_FINISH_COLS, COLSUM_FINISH_SLICES);
         dora_colsum_finish_kernel<K><<<cuda_blocks(out, COLSUM_FINISH_COLS), fblock, 0, stream>>>(s, partial, out,

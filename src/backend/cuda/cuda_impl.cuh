@@ -74,10 +74,6 @@ typedef struct cuda_context {
     ** is freed or written by a copy */
     cuda_index_range index_ranges[CUDA_INDEX_RANGES];
     int index_range_next;
-    /* pass-1 tuning of the DoRA column-sum kernels (cuda_dora_colsum.cuh):
-    ** -1, the default, unless DORAC_CUDA_COLSUM_TUNING names another for
-    ** benchmarking (every tuning gives the same results) */
-    int colsum_tuning;
     /* allocation sizes by pointer: open addressing, linear probing */
     void **alloc_ptr;
     size_t *alloc_size;

@@ -33,8 +33,16 @@ static __global__ void swiglu_forward_kernel(cuda_view out, cuda_view gate, cuda
 }
 
 /* silu(g) = g σ(g), silu'(g) = σ(g) (1 + g (1 - σ(g))):
-**   dup = dout silu(gate),  dgate = dout up silu'(gate); all (N,C).
-** Grid: cuda_chunk_grid, a thread per chunk of a row. */
+**   dup = dout silu(gate),  dgate = dout up silu'(gate)
+** for one element (g, u, d) = (gate, up, dout). */
+static __device__ __forceinline__ void swiglu_grad(float g, float u, float d, float *dgate, float *dup) {
+    float sg = 1.0f / (1.0f + expf(-g));
+    *dup = d * g * sg;
+    *dgate = d * u * sg * (1.0f + g * (1.0f - sg));
+}
+
+/* dgate, dup (N,C) by swiglu_grad. Grid: cuda_chunk_grid, a thread per
+** chunk of a row. */
 static __global__ void swiglu_backward_kernel(cuda_view dgate, cuda_view dup, cuda_view dout,
                                               cuda_view gate, cuda_view up, int64_t N, int64_t C) {
     int64_t c0 = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * CUDA_CHUNK;
@@ -45,19 +53,14 @@ static __global__ void swiglu_backward_kernel(cuda_view dgate, cuda_view dup, cu
         ld_chunk(u, up, i, c0, C, row_aligned16(up, i), 0.0f);
         ld_chunk(d, dout, i, c0, C, row_aligned16(dout, i), 0.0f);
 #pragma unroll
-        for (int k = 0; k < CUDA_CHUNK; k++) {
-            float sg = 1.0f / (1.0f + expf(-g[k]));
-            float du = d[k] * g[k] * sg;
-            d[k] = d[k] * u[k] * sg * (1.0f + g[k] * (1.0f - sg)); /* dgate */
-            u[k] = du;
-        }
+        for (int k = 0; k < CUDA_CHUNK; k++) swiglu_grad(g[k], u[k], d[k], &d[k], &u[k]); /* d: dgate, u: dup */
         st_chunk(dup, i, c0, C, row_aligned16(dup, i), u);
         st_chunk(dgate, i, c0, C, row_aligned16(dgate, i), d);
     }
 }
 
 /* The backward's gradients for cuda_dora_colsum.cuh: d[0] = dgate, d[1] =
-** dup with the formulas above, y[0] = gate, y[1] = up (the projections'
+** dup by swiglu_grad, y[0] = gate, y[1] = up (the projections'
 ** outputs). */
 struct swiglu_producer {
     cuda_view dout, gate, up;
@@ -71,11 +74,7 @@ struct swiglu_producer {
         ld_chunk(y[1], up, i, c0, C, row_aligned16(up, i), 0.0f);
         ld_chunk(o, dout, i, c0, C, row_aligned16(dout, i), 0.0f);
 #pragma unroll
-        for (int k = 0; k < CUDA_CHUNK; k++) {
-            float g = y[0][k], sg = 1.0f / (1.0f + expf(-g));
-            d[1][k] = o[k] * g * sg;
-            d[0][k] = o[k] * y[1][k] * sg * (1.0f + g * (1.0f - sg));
-        }
+        for (int k = 0; k < CUDA_CHUNK; k++) swiglu_grad(y[0][k], y[1][k], o[k], &d[0][k], &d[1][k]);
     }
 };
 
