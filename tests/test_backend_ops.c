@@ -530,6 +530,21 @@ static void gemm_case(dorac_backend *cpu, dorac_backend *dev, int64_t M, int64_t
     run_case(cpu, dev, &c);
 }
 
+/* gemm with B = A (the same view), transposed: C (r,r) = alpha A A^T + beta C */
+static int run_gram(dorac_backend *be, const dorac_tensor *t, const op_case *c) {
+    dorac_tensor A = cols_of(&t[0], 1, c->K), C = cols_of(&t[1], 1, c->M);
+    return be->gemm(be, &C, &A, false, &A, true, c->alpha, c->beta);
+}
+
+static void gram_case(dorac_backend *cpu, dorac_backend *dev, int64_t r, int64_t K, double beta) {
+    op_case c = new_case("gemm", run_gram);
+    c.M = c.N = r, c.K = K, c.alpha = 0.7, c.beta = beta, c.determinism = r == 16 && beta == 0.0;
+    snprintf(c.shape, sizeof c.shape, "A A^T r%lld K%lld b%g param", (long long)r, (long long)K, beta);
+    add(&c, input("A", ROLE_PARAM, r, K + 3, -1, 1));
+    add(&c, output("C", ROLE_PARAM, r, r + 2, 1, r, CLS_GEMM, beta == 0.0));
+    run_case(cpu, dev, &c);
+}
+
 static void gemm_cases(dorac_backend *cpu, dorac_backend *dev) {
     /* the type mixes the model uses, as (A, B -> C) roles:
     **   act x weight -> act    y = x W^T, dx = dy W
@@ -555,6 +570,10 @@ static void gemm_cases(dorac_backend *cpu, dorac_backend *dev) {
     /* a larger product, where cuBLAS picks other kernels */
     gemm_case(cpu, dev, 256, 192, 320, false, true, 0.0, ROLE_ACT, ROLE_WEIGHT, ROLE_ACT, false);
     gemm_case(cpu, dev, 320, 8, 256, true, false, 1.0, ROLE_ACT, ROLE_ACT, ROLE_PARAM, true);
+    /* A A^T of one F32 view (DoRA's G; CUDA runs its own kernel for r <= 32) */
+    static const int64_t grams[][2] = {{4, 64}, {16, 2048}, {7, 1000}, {32, 300}, {33, 40}};
+    for (int g = 0; g < 5; g++)
+        for (int b = 0; b < 2; b++) gram_case(cpu, dev, grams[g][0], grams[g][1], b ? 0.5 : 0.0);
     /* K = 0: C = beta C */
     for (int b = 0; b < 2; b++) gemm_case(cpu, dev, 5, 7, 0, false, false, b ? 0.5 : 0.0, ROLE_ACT, ROLE_ACT, ROLE_ACT, false);
 }

@@ -178,6 +178,9 @@ int cuda_index_to_host(dorac_backend *be, const dorac_tensor *t, int64_t n, cons
                        const char *op, const char *what);
 /* The status of the last launch: DORAC_OK, or DORAC_E_BACKEND naming op. */
 int cuda_launch_status(const char *op);
+/* C (r,r) = alpha A A^T + beta C, A F32 (r,K), r <= 32 (cuda_gram.cu;
+** cuda_gemm.cu dispatches to it). */
+int cuda_gram(dorac_backend *be, const dorac_tensor *C, const dorac_tensor *A, double alpha, double beta);
 /* A CUDA runtime status as a dorac status. */
 int cuda_status(cudaError_t e, const char *op, const char *what);
 
