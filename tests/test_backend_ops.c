@@ -81,7 +81,7 @@
 
 /* Every entry of the struct has a case below. If this fires, an entry was
 ** added to backend.h: add its test case here, then the count. */
-_Static_assert((sizeof(dorac_backend) - offsetof(dorac_backend, destroy)) / sizeof(void (*)(void)) == 42,
+_Static_assert((sizeof(dorac_backend) - offsetof(dorac_backend, destroy)) / sizeof(void (*)(void)) == 43,
                "dorac_backend gained or lost an entry: update test_backend_ops.c");
 
 /* ---------------------------------------------------------------------- */
@@ -545,6 +545,26 @@ static void gram_case(dorac_backend *cpu, dorac_backend *dev, int64_t r, int64_t
     run_case(cpu, dev, &c);
 }
 
+/* P = alpha W0 A^T + beta P at the model's sizes: A (M, K + 4) at column 0
+** (rows aligned, as a weight's are), B (n, K + 1) at column 0, C (M, n + 2)
+** at column 1. */
+static int run_skinny(dorac_backend *be, const dorac_tensor *t, const op_case *c) {
+    dorac_tensor A = cols_of(&t[0], 0, c->K), B = cols_of(&t[1], 0, c->K), C = cols_of(&t[2], 1, c->N);
+    return be->gemm(be, &C, &A, false, &B, true, c->alpha, c->beta);
+}
+
+static void skinny_case(dorac_backend *cpu, dorac_backend *dev, int64_t M, int64_t n, int64_t K, double beta) {
+    op_case c = new_case("gemm", run_skinny);
+    c.M = M, c.N = n, c.K = K, c.alpha = 0.7, c.beta = beta, c.prod_only = true;
+    c.determinism = n == 16 && beta == 0.0;
+    snprintf(c.shape, sizeof c.shape, "W0 A^T M%lld n%lld K%lld b%g weight.param>param", (long long)M, (long long)n,
+             (long long)K, beta);
+    add(&c, input("A", ROLE_WEIGHT, M, K + 4, -1, 1));
+    add(&c, input("B", ROLE_PARAM, n, K + 1, -1, 1));
+    add(&c, output("C", ROLE_PARAM, M, n + 2, 1, n, CLS_GEMM, beta == 0.0));
+    run_case(cpu, dev, &c);
+}
+
 static void gemm_cases(dorac_backend *cpu, dorac_backend *dev) {
     /* the type mixes the model uses, as (A, B -> C) roles:
     **   act x weight -> act    y = x W^T, dx = dy W
@@ -570,10 +590,16 @@ static void gemm_cases(dorac_backend *cpu, dorac_backend *dev) {
     /* a larger product, where cuBLAS picks other kernels */
     gemm_case(cpu, dev, 256, 192, 320, false, true, 0.0, ROLE_ACT, ROLE_WEIGHT, ROLE_ACT, false);
     gemm_case(cpu, dev, 320, 8, 256, true, false, 1.0, ROLE_ACT, ROLE_ACT, ROLE_PARAM, true);
-    /* A A^T of one F32 view (DoRA's G; CUDA runs its own kernel for r <= 32) */
+    /* A A^T of one F32 view (DoRA's G) */
     static const int64_t grams[][2] = {{4, 64}, {16, 2048}, {7, 1000}, {32, 300}, {33, 40}};
     for (int g = 0; g < 5; g++)
         for (int b = 0; b < 2; b++) gram_case(cpu, dev, grams[g][0], grams[g][1], b ? 0.5 : 0.0);
+    /* W0 A^T with at most 32 rows of A (DoRA's P): ranks 5 to 32, K not a
+    ** multiple of 256, short and tall W0 */
+    static const int64_t skinny[][3] = {{2048, 16, 2048}, {512, 16, 4096}, {300, 8, 1000}, {100, 32, 700},
+                                        {9000, 5, 64}, {67, 24, 2050}};
+    for (int k = 0; k < 6; k++)
+        for (int b = 0; b < 2; b++) skinny_case(cpu, dev, skinny[k][0], skinny[k][1], skinny[k][2], b ? 0.5 : 0.0);
     /* K = 0: C = beta C */
     for (int b = 0; b < 2; b++) gemm_case(cpu, dev, 5, 7, 0, false, false, b ? 0.5 : 0.0, ROLE_ACT, ROLE_ACT, ROLE_ACT, false);
 }
@@ -793,26 +819,33 @@ static int run_dora_scale_bwd(dorac_backend *be, const dorac_tensor *t, const op
     return be->dora_scale_backward(be, dz, &t[1], &t[2], &t[3], &t[4], &t[5]);
 }
 
+/* (601, 1001) cuts into 10 parts of 61 rows on the GPU (the last 52), runs
+** of 8, 5 and 0 rows, a last chunk of one column, and BF16 rows that
+** alternate between vector and element access (cuda_dora_colsum.cuh). */
 static void dora_scale_backward_cases(dorac_backend *cpu, dorac_backend *dev) {
-    const int64_t N = 300, out = 96;
-    double *g = malloc((size_t)out * sizeof(double));
-    for (int64_t o = 0; o < out; o++) g[o] = 0.5 + 1.5 * dorac_rng_uniform_f64(92, 0, (uint64_t)o);
-    g[3] = 0.0; /* m[o] == 0: z cannot be recovered and contributes 0 */
-    for (int v = 0; v < 4; v++) {
-        bool with_bias = v & 1;
-        op_case c = new_case("dora_scale_backward", run_dora_scale_bwd);
-        c.alias = v & 2;
-        snprintf(c.shape, sizeof c.shape, "(%lld,%lld) bias %s%s", (long long)N, (long long)out,
-                 with_bias ? "yes" : "no", c.alias ? " dz=dy" : "");
-        add(&c, c.alias ? absent("dz", ROLE_ACT) : output("dz", ROLE_ACT, N, out, 0, out, CLS_ELEM, true));
-        add(&c, output("zsum", ROLE_PARAM, 1, out, 0, out, CLS_RED, false));
-        add(&c, c.alias ? output("dy=dz", ROLE_ACT, N, out, 0, out, CLS_ELEM, false) : input("dy", ROLE_ACT, N, out, -1, 1));
-        add(&c, input("y", ROLE_ACT, N, out, -2, 2));
-        add(&c, host_buf("g", ROLE_PARAM, 1, out, g));
-        add(&c, with_bias ? input("bias", ROLE_WEIGHT, 1, out, -0.5, 0.5) : absent("bias", ROLE_WEIGHT));
-        run_case(cpu, dev, &c);
+    static const int64_t shapes[][2] = {{300, 96}, {601, 1001}};
+    for (int sh = 0; sh < 2; sh++) {
+        const int64_t N = shapes[sh][0], out = shapes[sh][1];
+        double *g = malloc((size_t)out * sizeof(double));
+        for (int64_t o = 0; o < out; o++) g[o] = 0.5 + 1.5 * dorac_rng_uniform_f64(92, 0, (uint64_t)o);
+        g[3] = 0.0; /* m[o] == 0: z cannot be recovered and contributes 0 */
+        for (int v = 0; v < 4; v++) {
+            bool with_bias = v & 1;
+            op_case c = new_case("dora_scale_backward", run_dora_scale_bwd);
+            c.alias = v & 2;
+            c.determinism = sh == 1 && v == 3;
+            snprintf(c.shape, sizeof c.shape, "(%lld,%lld) bias %s%s", (long long)N, (long long)out,
+                     with_bias ? "yes" : "no", c.alias ? " dz=dy" : "");
+            add(&c, c.alias ? absent("dz", ROLE_ACT) : output("dz", ROLE_ACT, N, out, 0, out, CLS_ELEM, true));
+            add(&c, output("zsum", ROLE_PARAM, 1, out, 0, out, CLS_RED, false));
+            add(&c, c.alias ? output("dy=dz", ROLE_ACT, N, out, 0, out, CLS_ELEM, false) : input("dy", ROLE_ACT, N, out, -1, 1));
+            add(&c, input("y", ROLE_ACT, N, out, -2, 2));
+            add(&c, host_buf("g", ROLE_PARAM, 1, out, g));
+            add(&c, with_bias ? input("bias", ROLE_WEIGHT, 1, out, -0.5, 0.5) : absent("bias", ROLE_WEIGHT));
+            run_case(cpu, dev, &c);
+        }
+        free(g);
     }
-    free(g);
 }
 
 /* dm, w, zsum, m, n as buffers 0..4 */
@@ -1316,9 +1349,11 @@ static void add_epilogue(op_case *c, bool up, bool dora, bool bias, int64_t I, c
     add(c, dora && bias ? input(bname, ROLE_WEIGHT, 1, I, -0.5, 0.5) : absent(bname, ROLE_WEIGHT));
 }
 
+/* (601, 1001): many parts, uneven runs, misaligned up and dx views (as for
+** dora_scale_backward above). */
 static void activation_dora_cases(dorac_backend *cpu, dorac_backend *dev) {
-    static const int64_t shapes[][2] = {{37, 96}, {300, 1000}, {1, 7}};
-    for (int s = 0; s < 3; s++) {
+    static const int64_t shapes[][2] = {{37, 96}, {300, 1000}, {1, 7}, {601, 1001}};
+    for (int s = 0; s < 4; s++) {
         int64_t N = shapes[s][0], I = shapes[s][1];
         double *g = malloc((size_t)I * sizeof(double));
         for (int64_t o = 0; o < I; o++) g[o] = 0.5 + 1.5 * dorac_rng_uniform_f64(93, 0, (uint64_t)o);
@@ -1347,6 +1382,37 @@ static void activation_dora_cases(dorac_backend *cpu, dorac_backend *dev) {
             add(&gb, input("dout", ROLE_ACT, N, I, -1, 1));
             add(&gb, input("x", ROLE_ACT, N, I, -5, 5));
             add_epilogue(&gb, false, true, bias, I, g);
+            run_case(cpu, dev, &gb);
+        }
+        free(g);
+    }
+    /* the benchmark shapes, once (prod): Llama-1B's SwiGLU (8192, 8192), both
+    ** sides DoRA, and GPT-2's c_fc (8192, 3072): the GPU cuts these into its
+    ** widest blocks (1024 and 512 columns), which the small shapes above
+    ** never reach */
+    static const int64_t big[][2] = {{8192, 8192}, {8192, 3072}};
+    for (int s = 0; s < 2; s++) {
+        int64_t N = big[s][0], I = big[s][1];
+        double *g = malloc((size_t)I * sizeof(double));
+        for (int64_t o = 0; o < I; o++) g[o] = 0.5 + 1.5 * dorac_rng_uniform_f64(94, 0, (uint64_t)o);
+        if (s == 0) {
+            op_case b = new_case("swiglu_backward_dora", run_swiglu_bwd_dora);
+            b.C = I, b.off = 3, b.prod_only = true, b.determinism = true;
+            snprintf(b.shape, sizeof b.shape, "N%lld I%lld dora gate+up", (long long)N, (long long)I);
+            add(&b, output("dgate|dup", ROLE_ACT, N, 2 * I, 0, 2 * I, CLS_ELEM, true));
+            add(&b, input("dout", ROLE_ACT, N, I, -1, 1));
+            add(&b, input("gate|up", ROLE_ACT, N, 2 * I, -4, 4));
+            add_epilogue(&b, false, true, false, I, g);
+            add_epilogue(&b, true, true, false, I, g);
+            run_case(cpu, dev, &b);
+        } else {
+            op_case gb = new_case("gelu_backward_dora", run_gelu_bwd_dora);
+            gb.C = I, gb.prod_only = true, gb.determinism = true;
+            snprintf(gb.shape, sizeof gb.shape, "N%lld C%lld bias yes", (long long)N, (long long)I);
+            add(&gb, output("dx", ROLE_ACT, N, I + 2, 2, I, CLS_ELEM, true));
+            add(&gb, input("dout", ROLE_ACT, N, I, -1, 1));
+            add(&gb, input("x", ROLE_ACT, N, I, -5, 5));
+            add_epilogue(&gb, false, true, true, I, g);
             run_case(cpu, dev, &gb);
         }
         free(g);
@@ -1629,7 +1695,42 @@ static void check_copy_fill(dorac_backend *dev) {
             note("fill", what, msg, !rc && bad == 0 && pad == 0);
             free(d), free(got);
             dorac_tensor_free(dev, &buf);
+        }    /* fill_many (through dorac_fill_many: the device's batched op where it
+    ** has one): each of FR rows but row 5 as its own (1, C) view, more
+    ** tensors than one launch's batch, plus an absent tensor in the list */
+    enum { FR = 70 };
+    for (int a = 0; a < nt; a++) {
+        dorac_tensor buf, views[FR], none = dorac_tensor_none(types[a]);
+        const dorac_tensor *list[FR + 1];
+        if (dorac_tensor_alloc(dev, &buf, types[a], FR, C + 2, "fill_many")) continue;
+        float *d = malloc((size_t)(FR * (C + 2)) * sizeof *d), *got = malloc((size_t)(FR * (C + 2)) * sizeof *got);
+        for (int64_t k = 0; k < FR * (C + 2); k++) d[k] = round_to(types[a], 7.0 + (double)k);
+        size_t n = 0;
+        for (int64_t r = FR - 1; r >= 0; r--) {
+            if (r == 5) continue;
+            dorac_tensor row = dorac_tensor_rows(&buf, r, 1);
+            views[r] = cols_of(&row, 1, C);
+            list[n++] = &views[r];
+            if (r == 40) list[n++] = &none;
         }
+        int rc = dev->upload(dev, &buf, d, DORAC_DTYPE_F32);
+        if (!rc) rc = dorac_fill_many(dev, list, n, -0.625);
+        if (!rc) rc = dev->download(dev, got, DORAC_DTYPE_F32, &buf);
+        size_t bad = 0, pad = 0;
+        for (int64_t r = 0; !rc && r < FR; r++)
+            for (int64_t j = 0; j < C + 2; j++) {
+                float g = got[r * (C + 2) + j];
+                if (r != 5 && j >= 1 && j < 1 + C) bad += !same_bits_or_nan(g, -0.625f);
+                else pad += !same_bits_or_nan(g, d[r * (C + 2) + j]);
+            }
+        char msg[160];
+        if (rc) snprintf(msg, sizeof msg, "%s", dorac_last_error());
+        else snprintf(msg, sizeof msg, "%zu row views of (%d,%lld) and an absent one: %zu wrong, %zu others changed",
+                      n - 1, (int)FR, (long long)C, bad, pad);
+        note("fill_many", dorac_dtype_name(types[a]), msg, !rc && bad == 0 && pad == 0);
+        free(d), free(got);
+        dorac_tensor_free(dev, &buf);
+    }
 }
 
 /* ---------------------------------------------------------------------- */

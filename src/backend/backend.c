@@ -50,6 +50,13 @@ const char *dorac_shape_str(const dorac_tensor *t, char *buf, size_t size) {
     return buf;
 }
 
+int dorac_fill_many(dorac_backend *be, const dorac_tensor *const *dst, size_t n, double value) {
+    if (be->fill_many) return be->fill_many(be, dst, n, value);
+    for (size_t i = 0; i < n; i++)
+        if (dst[i]->data) DORAC_TRY(be->fill(be, dst[i], value));
+    return DORAC_OK;
+}
+
 int dorac_sum_squares_many(dorac_backend *be, const dorac_tensor *const *X, size_t n, double *out) {
     if (be->sum_squares_many) return be->sum_squares_many(be, X, n, out);
     double total = 0;

@@ -60,6 +60,33 @@ static __device__ __forceinline__ void ld_chunk(float z[CUDA_CHUNK], cuda_view v
         z[k] = c0 + k < n_cols ? ld_elem(v.data, v.type, at + k) : pad;
 }
 
+/* Row i's chunk at c0 of a BF16 view as its raw 16 bytes: the 8 values two
+** to a word, +0.0 (bits 0) for the k with c0 + k >= n_cols. ld_chunk widens
+** to fp32 as it loads, and the widening is a use: the thread waits for the
+** load right there, so consecutive ld_chunk calls have one load in flight at
+** a time. This only loads; widen_chunk_bf16 widens later, so a thread can
+** issue the loads of several chunks before it waits for the first. c0 is a
+** multiple of CUDA_CHUNK; vec is row_aligned16(v, i). */
+static __device__ __forceinline__ uint4 ld_chunk_bf16(cuda_view v, int64_t i, int64_t c0, int64_t n_cols,
+                                                      bool vec) {
+    const unsigned short *p = (const unsigned short *)v.data + i * v.ld + c0;
+    if (vec && c0 + CUDA_CHUNK <= n_cols) return *(const uint4 *)p;
+    unsigned h[CUDA_CHUNK];
+#pragma unroll
+    for (int k = 0; k < CUDA_CHUNK; k++) h[k] = c0 + k < n_cols ? p[k] : 0u;
+    return make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
+}
+
+/* z = the 8 BF16 values of a chunk from ld_chunk_bf16, as fp32 (exact). */
+static __device__ __forceinline__ void widen_chunk_bf16(float z[CUDA_CHUNK], uint4 raw) {
+    unsigned w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        z[2 * k] = __uint_as_float(w[k] << 16);
+        z[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+    }
+}
+
 /* v[i, c0 + k] = z[k] (rounded to v's type) for the k with c0 + k < n_cols.
 ** c0 is a multiple of CUDA_CHUNK; vec is row_aligned16(v, i). */
 static __device__ __forceinline__ void st_chunk(cuda_view v, int64_t i, int64_t c0, int64_t n_cols,

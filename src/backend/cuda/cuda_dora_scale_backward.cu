@@ -11,16 +11,14 @@
 */
 #include "backend/cuda/cuda_dora_colsum.cuh"
 
-/* d = dy, y = y, row i's chunk at c0. */
+/* From in = (dy, y): d = dy, y = y. */
 struct scale_producer {
-    cuda_view dy, y;
-    __device__ __forceinline__ void prefetch(int64_t i, int64_t c0) const {
-        prefetch_chunk(dy, i, c0), prefetch_chunk(y, i, c0);
-    }
-    __device__ __forceinline__ void operator()(int64_t i, int64_t c0, int64_t out, float d[1][CUDA_CHUNK],
-                                               float yv[1][CUDA_CHUNK]) const {
-        ld_chunk(d[0], dy, i, c0, out, row_aligned16(dy, i), 0.0f);
-        ld_chunk(yv[0], y, i, c0, out, row_aligned16(y, i), 0.0f);
+    enum { N_IN = 2 };
+    cuda_view in[N_IN]; /* dy, y */
+    __device__ __forceinline__ void operator()(const float x[N_IN][CUDA_CHUNK], float d[1][CUDA_CHUNK],
+                                               float y[1][CUDA_CHUNK]) const {
+#pragma unroll
+        for (int k = 0; k < CUDA_CHUNK; k++) d[0][k] = x[0][k], y[0][k] = x[1][k];
     }
 };
 
@@ -36,7 +34,7 @@ int CUDA_OP(dora_scale_backward)(dorac_backend *be, const dorac_tensor *dz,
     DORAC_TRY(cuda_check_shape(zsum, 1, out, op, "zsum"));
     DORAC_TRY(cuda_check_shape(g, 1, out, op, "g"));
     DORAC_TRY(cuda_check_optional_vector(bias, out, op, "bias"));
-    scale_producer produce = {cuda_view_of(dy), cuda_view_of(y)};
+    scale_producer produce = {{cuda_view_of(dy), cuda_view_of(y)}};
     dora_sides<1> s = {{dora_side_of(dz, zsum, g, bias)}};
     return dora_colsum_launch<1>(be, produce, s, N, out, op);
 }

@@ -41,19 +41,15 @@ static __device__ __forceinline__ float gelu_grad(float x, float dout) {
     return dout * (0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du);
 }
 
-/* The backward's gradient for cuda_dora_colsum.cuh: d = dout gelu'(x), y = x
-** (the projection's output). */
+/* The backward's gradient for cuda_dora_colsum.cuh, from in = (x, dout):
+** d = dout gelu'(x), y = x (the projection's output). */
 struct gelu_producer {
-    cuda_view dout, x;
-    __device__ __forceinline__ void prefetch(int64_t i, int64_t c0) const {
-        prefetch_chunk(x, i, c0), prefetch_chunk(dout, i, c0);
-    }
-    __device__ __forceinline__ void operator()(int64_t i, int64_t c0, int64_t C, float d[1][CUDA_CHUNK],
+    enum { N_IN = 2 };
+    cuda_view in[N_IN]; /* x, dout */
+    __device__ __forceinline__ void operator()(const float v[N_IN][CUDA_CHUNK], float d[1][CUDA_CHUNK],
                                                float y[1][CUDA_CHUNK]) const {
-        ld_chunk(y[0], x, i, c0, C, row_aligned16(x, i), 0.0f);
-        ld_chunk(d[0], dout, i, c0, C, row_aligned16(dout, i), 0.0f);
 #pragma unroll
-        for (int k = 0; k < CUDA_CHUNK; k++) d[0][k] = gelu_grad(y[0][k], d[0][k]);
+        for (int k = 0; k < CUDA_CHUNK; k++) y[0][k] = v[0][k], d[0][k] = gelu_grad(v[0][k], v[1][k]);
     }
 };
 
@@ -108,7 +104,7 @@ int CUDA_OP(gelu_backward_dora)(dorac_backend *be, const dorac_tensor *dx, const
     DORAC_TRY(cuda_check_shape(e->zsum, 1, C, op, "zsum"));
     DORAC_TRY(cuda_check_shape(e->g, 1, C, op, "g"));
     DORAC_TRY(cuda_check_optional_vector(e->bias, C, op, "bias"));
-    gelu_producer produce = {cuda_view_of(dout), cuda_view_of(x)};
+    gelu_producer produce = {{cuda_view_of(x), cuda_view_of(dout)}};
     dora_sides<1> s = {{dora_side_of(dx, e->zsum, e->g, e->bias)}};
     return dora_colsum_launch<1>(be, produce, s, N, C, op);
 }

@@ -178,9 +178,6 @@ int cuda_index_to_host(dorac_backend *be, const dorac_tensor *t, int64_t n, cons
                        const char *op, const char *what);
 /* The status of the last launch: DORAC_OK, or DORAC_E_BACKEND naming op. */
 int cuda_launch_status(const char *op);
-/* C (r,r) = alpha A A^T + beta C, A F32 (r,K), r <= 32 (cuda_gram.cu;
-** cuda_gemm.cu dispatches to it). */
-int cuda_gram(dorac_backend *be, const dorac_tensor *C, const dorac_tensor *A, double alpha, double beta);
 /* A CUDA runtime status as a dorac status. */
 int cuda_status(cudaError_t e, const char *op, const char *what);
 
@@ -191,6 +188,7 @@ int CUDA_OP(upload)(dorac_backend *be, const dorac_tensor *dst, const void *src,
 int CUDA_OP(download)(dorac_backend *be, void *dst, dorac_dtype dst_type, const dorac_tensor *src);
 int CUDA_OP(copy)(dorac_backend *be, const dorac_tensor *dst, const dorac_tensor *src);
 int CUDA_OP(fill)(dorac_backend *be, const dorac_tensor *dst, double value);
+int CUDA_OP(fill_many)(dorac_backend *be, const dorac_tensor *const *dst, size_t n, double value);
 int CUDA_OP(gemm)(dorac_backend *be, const dorac_tensor *C, const dorac_tensor *A, bool trans_a,
                   const dorac_tensor *B, bool trans_b, double alpha, double beta);
 int CUDA_OP(axpby)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *X, double alpha,

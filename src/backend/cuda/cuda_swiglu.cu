@@ -59,22 +59,19 @@ static __global__ void swiglu_backward_kernel(cuda_view dgate, cuda_view dup, cu
     }
 }
 
-/* The backward's gradients for cuda_dora_colsum.cuh: d[0] = dgate, d[1] =
-** dup by swiglu_grad, y[0] = gate, y[1] = up (the projections'
-** outputs). */
+/* The backward's gradients for cuda_dora_colsum.cuh, from in = (gate, up,
+** dout): d[0] = dgate, d[1] = dup by swiglu_grad, y[0] = gate, y[1] = up
+** (the projections' outputs). */
 struct swiglu_producer {
-    cuda_view dout, gate, up;
-    __device__ __forceinline__ void prefetch(int64_t i, int64_t c0) const {
-        prefetch_chunk(gate, i, c0), prefetch_chunk(up, i, c0), prefetch_chunk(dout, i, c0);
-    }
-    __device__ __forceinline__ void operator()(int64_t i, int64_t c0, int64_t C, float d[2][CUDA_CHUNK],
+    enum { N_IN = 3 };
+    cuda_view in[N_IN]; /* gate, up, dout */
+    __device__ __forceinline__ void operator()(const float x[N_IN][CUDA_CHUNK], float d[2][CUDA_CHUNK],
                                                float y[2][CUDA_CHUNK]) const {
-        float o[CUDA_CHUNK];
-        ld_chunk(y[0], gate, i, c0, C, row_aligned16(gate, i), 0.0f);
-        ld_chunk(y[1], up, i, c0, C, row_aligned16(up, i), 0.0f);
-        ld_chunk(o, dout, i, c0, C, row_aligned16(dout, i), 0.0f);
 #pragma unroll
-        for (int k = 0; k < CUDA_CHUNK; k++) swiglu_grad(y[0][k], y[1][k], o[k], &d[0][k], &d[1][k]);
+        for (int k = 0; k < CUDA_CHUNK; k++) {
+            y[0][k] = x[0][k], y[1][k] = x[1][k];
+            swiglu_grad(x[0][k], x[1][k], x[2][k], &d[0][k], &d[1][k]);
+        }
     }
 };
 
@@ -132,7 +129,7 @@ int CUDA_OP(swiglu_backward_dora)(dorac_backend *be, const dorac_tensor *dgate,
         DORAC_TRY(cuda_check_shape(e[j]->g, 1, C, op, "g"));
         DORAC_TRY(cuda_check_optional_vector(e[j]->bias, C, op, "bias"));
     }
-    swiglu_producer produce = {cuda_view_of(dout), cuda_view_of(gate), cuda_view_of(up)};
+    swiglu_producer produce = {{cuda_view_of(gate), cuda_view_of(up), cuda_view_of(dout)}};
     dora_sides<2> s = {{egate ? dora_side_of(dgate, egate->zsum, egate->g, egate->bias)
                               : dora_side_of(dgate, NULL, NULL, NULL),
                         eup ? dora_side_of(dup, eup->zsum, eup->g, eup->bias)

@@ -140,3 +140,45 @@ extern "C" int CUDA_OP(fill)(dorac_backend *be, const dorac_tensor *dst, double 
         cuda_view_of(dst), dst->rows, dst->cols, (float)value);
     return cuda_launch_status("fill");
 }
+
+/* fill_many: up to FILL_BATCH tensors' views travel in the kernel's
+** parameters; blockIdx.y picks the tensor, the blocks stride over its
+** elements (fill_kernel's loop). */
+enum { FILL_BATCH = 64, FILL_THREADS = 256 };
+
+typedef struct fill_batch {
+    cuda_view dst[FILL_BATCH];
+    int64_t rows[FILL_BATCH], cols[FILL_BATCH];
+} fill_batch;
+
+static __global__ void fill_many_kernel(const __grid_constant__ fill_batch b, float v) {
+    int t = blockIdx.y;
+    int64_t rows = b.rows[t], cols = b.cols[t], n = rows * cols;
+    for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < n;
+         idx += (int64_t)gridDim.x * blockDim.x)
+        st_at(b.dst[t], idx / cols, idx % cols, v);
+}
+
+extern "C" int CUDA_OP(fill_many)(dorac_backend *be, const dorac_tensor *const *dst, size_t n, double value) {
+    for (size_t i = 0; i < n; i++)
+        if (dst[i]->data) DORAC_TRY(cuda_check_float(dst[i], "fill_many", "dst"));
+    size_t i = 0;
+    while (i < n) {
+        fill_batch b;
+        int nb = 0;
+        int64_t most = 0;
+        for (; i < n && nb < FILL_BATCH; i++) {
+            const dorac_tensor *t = dst[i];
+            if (!t->data || t->rows == 0 || t->cols == 0) continue;
+            b.dst[nb] = cuda_view_of(t), b.rows[nb] = t->rows, b.cols[nb] = t->cols;
+            if (t->rows * t->cols > most) most = t->rows * t->cols;
+            nb++;
+        }
+        if (nb == 0) continue;
+        int64_t blocks = (most + FILL_THREADS - 1) / FILL_THREADS;
+        if (blocks > 1024) blocks = 1024;
+        fill_many_kernel<<<dim3((unsigned)blocks, (unsigned)nb), FILL_THREADS, 0, cuda_stream(be)>>>(b, (float)value);
+        DORAC_TRY(cuda_launch_status("fill_many"));
+    }
+    return DORAC_OK;
+}
