@@ -151,6 +151,7 @@ static void cuda_destroy(dorac_backend *be) {
         if (ctx->cublas) cublasDestroy(ctx->cublas);
         cudaFree(ctx->cublas_workspace);
         cudaFree(ctx->dev_result);
+        cudaFree(ctx->counters);
         cudaFreeHost(ctx->host_result);
         cudaFreeHost(ctx->host_many);
         if (ctx->stream) cudaStreamDestroy(ctx->stream);
@@ -160,6 +161,27 @@ static void cuda_destroy(dorac_backend *be) {
         free(ctx);
     }
     free(be);
+}
+
+int cuda_counters(dorac_backend *be, size_t n, unsigned **out) {
+    cuda_context *ctx = cuda_ctx(be);
+    if (n > ctx->counters_cap) {
+        size_t cap = n < 1024 ? 1024 : n;
+        unsigned *c = NULL;
+        /* the old counters may be in use by queued kernels: wait for them */
+        DORAC_TRY(cuda_status(cudaStreamSynchronize(ctx->stream), "counters", "synchronize"));
+        DORAC_TRY(cuda_status(cudaMalloc(&c, cap * sizeof *c), "counters", "allocate"));
+        int rc = cuda_status(cudaMemset(c, 0, cap * sizeof *c), "counters", "zero");
+        if (rc) {
+            cudaFree(c);
+            return rc;
+        }
+        cudaFree(ctx->counters);
+        ctx->counters = c;
+        ctx->counters_cap = cap;
+    }
+    *out = ctx->counters;
+    return DORAC_OK;
 }
 
 extern "C" bool dorac_cuda_available(void) {

@@ -64,6 +64,10 @@ typedef struct cuda_context {
     ** host needs (sum_squares) */
     double *dev_result;
     double *host_result;
+    /* arrival counters for kernels whose last block finishes a reduction
+    ** (cuda_last_block), all zero between kernels; grown on demand */
+    unsigned *counters;
+    size_t counters_cap;
     /* pinned host slots for sum_squares_many, grown on demand */
     double *host_many;
     size_t host_many_cap;
@@ -144,6 +148,26 @@ template <typename T> static __device__ __forceinline__ T block_sum(T v, T *shar
     return warp_sum(v);
 }
 
+/* Arrival of this block at *counter, for a kernel of `expected` blocks
+** (on that counter) whose last block finishes what the others wrote: every
+** thread of the block calls it after the block's results are written; it
+** returns true in every thread of the one block that arrives last, which
+** then sees all the others' writes, and resets *counter to zero for the
+** next kernel on the stream. Which block is last varies from run to run;
+** what it computes must not depend on that (sum the parts in a fixed order). */
+static __device__ __forceinline__ bool cuda_last_block(unsigned *counter, unsigned expected) {
+    __shared__ bool last;
+    __threadfence(); /* this block's results before its arrival */
+    __syncthreads();
+    if (threadIdx.x == 0 && threadIdx.y == 0) {
+        last = atomicAdd(counter, 1u) == expected - 1;
+        if (last) atomicExch(counter, 0u);
+    }
+    __syncthreads();
+    if (last) __threadfence(); /* the others' results, after their arrivals */
+    return last;
+}
+
 /* Blocks of `threads` covering n items, at least one. */
 static inline unsigned cuda_blocks(int64_t n, int threads) {
     int64_t b = (n + threads - 1) / threads;
@@ -178,6 +202,12 @@ int cuda_index_to_host(dorac_backend *be, const dorac_tensor *t, int64_t n, cons
                        const char *op, const char *what);
 /* The status of the last launch: DORAC_OK, or DORAC_E_BACKEND naming op. */
 int cuda_launch_status(const char *op);
+/* C (r,r) = alpha A A^T + beta C, A F32 (r,K), r <= 32 (cuda_gram.cu;
+** cuda_gemm.cu dispatches to it). */
+int cuda_gram(dorac_backend *be, const dorac_tensor *C, const dorac_tensor *A, double alpha, double beta);
+/* *out = n zeroed arrival counters for cuda_last_block (the context's,
+** grown on demand; a kernel leaves them zero). */
+int cuda_counters(dorac_backend *be, size_t n, unsigned **out);
 /* A CUDA runtime status as a dorac status. */
 int cuda_status(cudaError_t e, const char *op, const char *what);
 

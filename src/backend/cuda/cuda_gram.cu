@@ -1,0 +1,75 @@
+/*
+** cuda_gram.cu — C (r,r) = alpha A A^T + beta C for a small F32 A (r,K),
+** r <= 32: DoRA's G = A A^T, once per adapted layer and forward (gemm
+** sends this shape here: A and B the same F32 view, B transposed).
+**
+** Why: cuBLAS runs it as a SIMT sgemm plus a split-K reduction, about 12.6
+** us a call at r 16, K 2048-8192 on the H200 (ncu), 112 calls a step of the
+** Llama-1B shape. A first kernel of one block per row of G (16 blocks, each
+** reading all of A) took 14.4 us: too few blocks. Here the columns are cut:
+**   1. Block s (one per GRAM_SLICE columns of A) stages its (r, GRAM_SLICE)
+**      slice of A in shared memory, rows padded by one float so that the r
+**      threads of a warp reading different rows at one column hit different
+**      banks. Thread (k, l) adds A[k,j] A[l,j] over the slice's j in order,
+**      in fp32, and writes partial[s,k,l].
+**   2. The block that finishes last (cuda_last_block) adds the slices'
+**      partials: its thread (k, l) in s order, in double, and writes C[k,l].
+**      (A second kernel for this cost a launch per call.)
+** No atomics: the same bits every run. G is symmetric in exact arithmetic;
+** here C[k,l] and C[l,k] are too (the same products, a*b = b*a, added in
+** the same order).
+*/
+#include "backend/cuda/cuda_impl.cuh"
+
+enum { GRAM_SLICE = 256 };
+
+/* Grid: slices; block (R, R) threads, R = r rounded up to 8, 16, 32.
+** counter: one zeroed arrival counter. */
+template <int R>
+static __global__ void __launch_bounds__(R *R)
+gram_kernel(cuda_view C, float *partial, unsigned *counter, cuda_view A, int r, int64_t K, float alpha, float beta) {
+    __shared__ float a[R][GRAM_SLICE + 1];
+    int64_t j0 = (int64_t)blockIdx.x * GRAM_SLICE;
+    int t = threadIdx.y * R + threadIdx.x;
+    const float *src = (const float *)A.data;
+    for (int e = t; e < R * GRAM_SLICE; e += R * R) {
+        int row = e / GRAM_SLICE, j = e % GRAM_SLICE;
+        a[row][j] = row < r && j0 + j < K ? src[(int64_t)row * A.ld + j0 + j] : 0.0f;
+    }
+    __syncthreads();
+    int k = threadIdx.y, l = threadIdx.x;
+    float acc = 0.0f;
+#pragma unroll 8
+    for (int j = 0; j < GRAM_SLICE; j++) acc += a[k][j] * a[l][j];
+    if (k < r && l < r) partial[((int64_t)blockIdx.x * r + k) * r + l] = acc;
+    if (!cuda_last_block(counter, gridDim.x) || k >= r || l >= r) return;
+    double sum = 0.0;
+    for (int64_t s = 0; s < gridDim.x; s++) sum += (double)__ldcg(&partial[(s * r + k) * r + l]);
+    float *c = (float *)C.data + (int64_t)k * C.ld + l;
+    float v = (float)sum;
+    *c = beta == 0.0f ? alpha * v : alpha * v + beta * *c;
+}
+
+/* gemm's caller checked: A F32 (r,K) with 1 <= r <= 32 and K >= 1, C F32 (r,r). */
+int cuda_gram(dorac_backend *be, const dorac_tensor *C, const dorac_tensor *A, double alpha, double beta) {
+    int r = (int)A->rows;
+    int64_t K = A->cols, slices = (K + GRAM_SLICE - 1) / GRAM_SLICE;
+    if (slices > 65535) return dorac_error(DORAC_E_INVALID, "gemm (gram): K %lld too large", (long long)K);
+    float *partial = (float *)be->alloc(be, (size_t)slices * (size_t)r * (size_t)r * sizeof(float));
+    if (!partial) return dorac_error(DORAC_E_NOMEM, "gemm (gram): out of device memory for partial sums");
+    unsigned *counter;
+    int rc = cuda_counters(be, 1, &counter);
+    if (rc) {
+        be->free(be, partial);
+        return rc;
+    }
+    cudaStream_t stream = cuda_stream(be);
+    cuda_view cv = cuda_view_of(C), av = cuda_view_of(A);
+    float al = (float)alpha, bt = (float)beta;
+    unsigned grid = (unsigned)slices;
+    if (r <= 8) gram_kernel<8><<<grid, dim3(8, 8), 0, stream>>>(cv, partial, counter, av, r, K, al, bt);
+    else if (r <= 16) gram_kernel<16><<<grid, dim3(16, 16), 0, stream>>>(cv, partial, counter, av, r, K, al, bt);
+    else gram_kernel<32><<<grid, dim3(32, 32), 0, stream>>>(cv, partial, counter, av, r, K, al, bt);
+    be->free(be, partial); /* stream-ordered: after the kernels finish */
+    return cuda_launch_status("gemm (gram)");
+}
