@@ -880,18 +880,26 @@ static int run_sum_squares(dorac_backend *be, const dorac_tensor *t, const op_ca
     return be->upload(be, &t[1], &s, DORAC_DTYPE_F64);
 }
 
-/* X (R, C + 2) at column 1 split into three views (top rows, bottom rows,
-** one element); sum_squares_many of them into t[1]. The result must also
-** equal, bit for bit, sum_squares of each added in order. */
+/* X (R, C + 2) at column 1 split into views: top rows, bottom rows, one
+** element, an empty one, then the whole (contiguous) buffer t[0] and its
+** first 70 rows one by one (more tensors than one CUDA batch of 64); all
+** through sum_squares_many into t[1]. The result must also equal, bit for
+** bit, sum_squares of each added in order. */
+enum { SUMSQ_ROWS = 70 };
 static int run_sum_squares_many(dorac_backend *be, const dorac_tensor *t, const op_case *c) {
     dorac_tensor X = cols_of(&t[0], 1, c->C);
-    dorac_tensor top = dorac_tensor_rows(&X, 0, c->R / 2), bottom = dorac_tensor_rows(&X, c->R / 2, c->R - c->R / 2);
-    dorac_tensor one = dorac_tensor_rows(&X, 0, 1);
-    one.cols = 1;
-    const dorac_tensor *list[] = {&top, &bottom, &one};
+    dorac_tensor views[5 + SUMSQ_ROWS];
+    views[0] = dorac_tensor_rows(&X, 0, c->R / 2), views[1] = dorac_tensor_rows(&X, c->R / 2, c->R - c->R / 2);
+    views[2] = dorac_tensor_rows(&X, 0, 1);
+    views[2].cols = 1;
+    views[3] = dorac_tensor_rows(&X, 3, 0);
+    views[4] = t[0];
+    for (int i = 0; i < SUMSQ_ROWS; i++) views[5 + i] = dorac_tensor_rows(&X, i, 1);
+    const dorac_tensor *list[5 + SUMSQ_ROWS];
+    for (int i = 0; i < 5 + SUMSQ_ROWS; i++) list[i] = &views[i];
     double many = NAN, loop = 0;
-    DORAC_TRY(dorac_sum_squares_many(be, list, 3, &many));
-    for (int i = 0; i < 3; i++) {
+    DORAC_TRY(dorac_sum_squares_many(be, list, 5 + SUMSQ_ROWS, &many));
+    for (int i = 0; i < 5 + SUMSQ_ROWS; i++) {
         double s;
         DORAC_TRY(be->sum_squares(be, list[i], &s));
         loop += s;
@@ -905,7 +913,7 @@ static void sum_squares_cases(dorac_backend *cpu, dorac_backend *dev) {
     {
         op_case c = new_case("sum_squares_many", run_sum_squares_many);
         c.R = 301, c.C = 129;
-        snprintf(c.shape, sizeof c.shape, "3 views of (%lld,%lld)", (long long)c.R, (long long)c.C);
+        snprintf(c.shape, sizeof c.shape, "%d views of (%lld,%lld)", 5 + SUMSQ_ROWS, (long long)c.R, (long long)c.C);
         add(&c, input("X", ROLE_PARAM, c.R, c.C + 2, -1, 1));
         add(&c, output("sum", ROLE_STAT, 1, 1, 0, 1, CLS_RED, true));
         run_case(cpu, dev, &c);
@@ -1481,7 +1489,7 @@ static void check_entries(dorac_backend *dev) {
     for (size_t i = 0; i < n; i++)
         if (!entries[i].set) note("backend", entries[i].name, "entry is NULL", false);
     char msg[160];
-    snprintf(msg, sizeof msg, "%zu entries checked (+ the optional synchronize, lora_up_scale, sum_squares_many, adamw_many, swiglu/gelu_backward_dora)", n);
+    snprintf(msg, sizeof msg, "%zu entries checked (+ the optional synchronize, fill_many, lora_up_scale, sum_squares_many, adamw_many, swiglu/gelu_backward_dora)", n);
     note("backend", dev->name, msg, true);
 }
 
