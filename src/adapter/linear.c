@@ -368,7 +368,8 @@ static int linear_backward(dorac_linear *L, const dorac_tensor *dx, bool accumul
     int64_t chunk = chunked && N > DORAC_LINEAR_CHUNK_ROWS ? DORAC_LINEAR_CHUNK_ROWS : (N > 0 ? N : 1);
     backward_scratch s;
     DORAC_TRY(scratch_alloc(L, &s, chunk, !dora_pass || dz_given != NULL));
-    int rc = dora_pass ? be->fill(be, &L->zsum, 0.0) : DORAC_OK;
+    int rc = dora_pass && !L->zsum_zeroed ? be->fill(be, &L->zsum, 0.0) : DORAC_OK;
+    if (dora_pass) L->zsum_zeroed = false;
     if (!rc)
         rc = backward_chunks(L, &s, chunk, dx, accumulate_dx, dy, dz_given, x, dora_pass ? y : NULL, u,
                              dropout_seed);
@@ -393,7 +394,8 @@ const dorac_dora_epilogue *dorac_linear_dora_epilogue(dorac_linear *L, dorac_dor
                                                       int *rc) {
     *rc = DORAC_OK;
     if (!L || L->cfg.method != DORAC_METHOD_DORA) return NULL;
-    *rc = L->be->fill(L->be, &L->zsum, 0.0);
+    *rc = L->zsum_zeroed ? DORAC_OK : L->be->fill(L->be, &L->zsum, 0.0);
+    L->zsum_zeroed = false;
     *e = (dorac_dora_epilogue){&L->zsum, &L->g, &L->t.bias};
     return *rc ? NULL : e;
 }

@@ -93,6 +93,10 @@ typedef struct dorac_linear {
     dorac_tensor P;       /* (out, r) W0 A^T */
     dorac_tensor G;       /* (r, r) A A^T */
     dorac_tensor zsum;    /* (1, out) the backward's sum_N dy ⊙ z */
+    /* zsum already holds zeros (a model zeroes every layer's with one
+    ** fill_many before its backward): the next backward, or
+    ** dorac_linear_dora_epilogue, skips its own fill and clears this */
+    bool zsum_zeroed;
 } dorac_linear;
 
 /* True when the layer has low-rank factors A and B (LoRA, or DoRA with r > 0). */

@@ -476,6 +476,26 @@ static int ready_call(ready_list *r, dorac_grads_ready_fn ready, void *ctx) {
     return rc;
 }
 
+/* Zeroes every DoRA layer's zsum with fill_many, a few launches instead of
+** one per layer, and marks them so that their backwards skip the fill. */
+static int zero_dora_sums(dorac_model *m) {
+    enum { BATCH = 128 };
+    const dorac_tensor *batch[BATCH];
+    dorac_linear *owner[BATCH];
+    size_t n = 0;
+    for (size_t i = 0; i <= m->n_linears; i++) {
+        dorac_linear *L = i < m->n_linears ? &m->linears[i].L : NULL;
+        bool take = L && m->linears[i].active && L->cfg.method == DORAC_METHOD_DORA && L->zsum.data;
+        if (take) owner[n] = L, batch[n++] = &L->zsum;
+        if (n == BATCH || (n > 0 && i == m->n_linears)) {
+            DORAC_TRY(dorac_fill_many(m->be, batch, n, 0.0));
+            for (size_t k = 0; k < n; k++) owner[k]->zsum_zeroed = true;
+            n = 0;
+        }
+    }
+    return DORAC_OK;
+}
+
 int dorac_model_backward(dorac_model *m) {
     return dorac_model_backward_ex(m, NULL, NULL);
 }
@@ -489,6 +509,7 @@ int dorac_model_backward_ex(dorac_model *m, dorac_grads_ready_fn ready, void *ct
     const dorac_model_config *c = &m->cfg;
     ready_list r = {.n = 0};
     DORAC_TRY(be->fill(be, &a->dres, 0.0));
+    DORAC_TRY(zero_dora_sums(m));
     DORAC_TRY(norm_backward(m, &a->dres, &a->dlnf, &a->res_final, &a->lnf_mean, &a->lnf_rstd, m->final_w,
                             m->final_b));
     /* the head's backward ran in the forward */
