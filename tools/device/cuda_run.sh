@@ -7,7 +7,7 @@
 # Binaries are built here (no GPU needed to compile) and carried:
 #   bash tools/device/prepare.sh          # builds .devbin/, fills .deps/ and .devbench/
 #   device run: carry [.devbin, .devrt, .devbench], command:
-#     bash tools/device/cuda_run.sh check bench   (also: cli, dist, ncu, profile)
+#     bash tools/device/cuda_run.sh check bench   (also: benchq, cli, dist, ncu, profile)
 # Logs land in $OUT (check.log, ops.log, model.log, demo.log, bench.log, kernels_ncu.txt (ncu),
 # peft_bench.jsonl, dorac_bench.jsonl, and with `profile` kernels.txt: the
 # GPU time per kernel of 6 DoRA steps on the Llama-1B shape, from nsys).
@@ -24,7 +24,7 @@ ARGS=("$@")
 
 if want check; then
   echo "== ops: CUDA vs CPU ==" | tee -a "$OUT/check.log"
-  timeout 150 $BIN/test_backend_ops > "$OUT/ops.log" 2>&1; echo "test_backend_ops rc=$?" | tee -a "$OUT/check.log"
+  timeout 300 $BIN/test_backend_ops > "$OUT/ops.log" 2>&1; echo "test_backend_ops rc=$?" | tee -a "$OUT/check.log"
   grep -c " OK" "$OUT/ops.log" | sed 's/^/ops OK lines: /' | tee -a "$OUT/check.log"
   grep "FAIL" "$OUT/ops.log" | head -40 | tee -a "$OUT/check.log"
   echo "== models: CUDA vs CPU ==" | tee -a "$OUT/check.log"
@@ -74,32 +74,21 @@ if want dist; then
   cat "$OUT/dist.log"
 fi
 
-if want bench; then
-  echo "== PEFT anchor (same GPU, same run) ==" | tee "$OUT/bench.log"
-  rm -rf /tmp/models
-  PYTHONUNBUFFERED=1 timeout 300 python3 .devbench/peft_bench.py --only model --save-models /tmp/models \
-    2>&1 | grep '^{' | tee -a "$OUT/bench.log"
-  python3 - <<'PY'
-import json, random
-random.seed(0)
-for arch, V, T, rows in (("gpt2", 50257, 1024, 256), ("llama1b", 128256, 2048, 128)):
-    with open(f"/tmp/ids_{arch}.jsonl", "w") as f:
-        for _ in range(rows):
-            f.write(json.dumps({"input_ids": [random.randrange(V) for _ in range(T)]}) + "\n")
-PY
-  : > "$OUT/dorac_bench.jsonl"
-  for spec in "gpt2 8 1024 c_attn,c_proj,c_fc" "llama1b 4 2048 all-linear"; do
-    set -- $spec
-    arch=$1 B=$2 T=$3 targets=$4
-    for method in lora dora full; do
-      extra="--rank 16 --alpha 32 --targets $targets"
-      [ $method = full ] && extra=""
-      rm -rf /tmp/run
-      timeout 120 $BIN/dorac train --model /tmp/models/$arch --data /tmp/ids_$arch.jsonl --out /tmp/run \
-        --method $method $extra --batch-size $B --seq-len $T --no-pack --long truncate --steps 12 --warmup 0 \
-        --lr 1e-4 --device cuda --log-every 1 > /tmp/train.log 2>&1
-      rc=$?
-      python3 - "$arch" "$method" "$B" "$T" "$rc" >> "$OUT/dorac_bench.jsonl" <<'PY'
+# One dorac training run of the benchmark: 12 steps, a JSON line (median
+# tokens/s over steps 4-12, peak memory) appended to dorac_bench.jsonl.
+# Args: arch method B T targets, then how to get the model (--model DIR, or
+# --init random --config FILE).
+bench_one() {
+  local arch=$1 method=$2 B=$3 T=$4 targets=$5
+  shift 5
+  local extra="--rank 16 --alpha 32 --targets $targets"
+  [ $method = full ] && extra=""
+  rm -rf /tmp/run
+  timeout 150 $BIN/dorac train "$@" --data /tmp/ids_$arch.jsonl --out /tmp/run \
+    --method $method $extra --batch-size $B --seq-len $T --no-pack --long truncate --steps 12 --warmup 0 \
+    --lr 1e-4 --device cuda --log-every 1 > /tmp/train.log 2>&1
+  local rc=$?
+  python3 - "$arch" "$method" "$B" "$T" "$rc" >> "$OUT/dorac_bench.jsonl" <<'PY'
 import json, sys, re
 arch, method, B, T, rc = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 rec = dict(engine="dorac", arch=arch, mode=method, B=B, T=T, rc=rc)
@@ -116,8 +105,63 @@ rec["peak_gib"] = float(m.group(1)) if m else None
 if rc: rec["log_tail"] = log[-600:]
 print(json.dumps(rec))
 PY
-      tail -n 1 "$OUT/dorac_bench.jsonl" | tee -a "$OUT/bench.log"
-    done
+  tail -n 1 "$OUT/dorac_bench.jsonl" | tee -a "$OUT/bench.log"
+}
+
+# random token rows for both benchmark shapes
+make_bench_ids() {
+  python3 - <<'PY'
+import json, random
+random.seed(0)
+for arch, V, T, rows in (("gpt2", 50257, 1024, 256), ("llama1b", 128256, 2048, 128)):
+    with open(f"/tmp/ids_{arch}.jsonl", "w") as f:
+        for _ in range(rows):
+            f.write(json.dumps({"input_ids": [random.randrange(V) for _ in range(T)]}) + "\n")
+PY
+}
+
+BENCH_SPECS=("gpt2 8 1024 c_attn,c_proj,c_fc" "llama1b 4 2048 all-linear")
+
+if want bench; then
+  echo "== PEFT anchor (same GPU, same run) ==" | tee "$OUT/bench.log"
+  rm -rf /tmp/models
+  PYTHONUNBUFFERED=1 timeout 300 python3 .devbench/peft_bench.py --only model --save-models /tmp/models \
+    2>&1 | grep '^{' | tee -a "$OUT/bench.log"
+  make_bench_ids
+  : > "$OUT/dorac_bench.jsonl"
+  for spec in "${BENCH_SPECS[@]}"; do
+    set -- $spec
+    for method in lora dora full; do bench_one $1 $method $2 $3 $4 --model /tmp/models/$1; done
+  done
+fi
+
+if want benchq; then
+  # dorac alone (no PEFT run), LoRA and DoRA on randomly initialised models
+  # of the same shapes (the configs peft_bench.py saves): for quick
+  # iterations; the recorded table comes from `bench`
+  echo "== dorac only, random-init models ==" | tee -a "$OUT/bench.log"
+  python3 - <<'PY'
+import json
+llama = dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=128256, hidden_size=2048,
+             intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+             head_dim=64, max_position_embeddings=4096, rms_norm_eps=1e-5, hidden_act="silu",
+             tie_word_embeddings=True, rope_theta=500000.0, bos_token_id=0, eos_token_id=0)
+gpt2 = dict(architectures=["GPT2LMHeadModel"], model_type="gpt2", vocab_size=50257, n_embd=768, n_layer=12,
+            n_head=12, n_positions=1024, n_inner=None, activation_function="gelu_new", layer_norm_epsilon=1e-5,
+            tie_word_embeddings=True, bos_token_id=50256, eos_token_id=50256)
+json.dump(llama, open("/tmp/cfg_llama1b.json", "w"))
+json.dump(gpt2, open("/tmp/cfg_gpt2.json", "w"))
+PY
+  make_bench_ids
+  [ -f "$OUT/dorac_bench.jsonl" ] || : > "$OUT/dorac_bench.jsonl"
+  for spec in "${BENCH_SPECS[@]}"; do
+    set -- $spec
+    # the base: one full fine-tuning step at lr 1e-9 from --init random, saved in BF16
+    rm -rf /tmp/rq_$1
+    $BIN/dorac train --init random --config /tmp/cfg_$1.json --method full --data /tmp/ids_$1.jsonl \
+      --out /tmp/rq_$1 --steps 1 --lr 1e-9 --batch-size 1 --seq-len $3 --no-pack --long truncate \
+      --save-dtype bf16 --device cuda > /tmp/rq_init.log 2>&1 || tail -3 /tmp/rq_init.log
+    for method in lora dora; do bench_one $1 $method $2 $3 $4 --model /tmp/rq_$1/model; done
   done
 fi
 
