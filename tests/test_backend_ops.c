@@ -778,12 +778,15 @@ static int run_dora_norm(dorac_backend *be, const dorac_tensor *t, const op_case
 }
 
 static void dora_norm_cases(dorac_backend *cpu, dorac_backend *dev) {
-    const int64_t out = 96, in = 64;
-    for (int v = 0; v < 5; v++) {
+    const int64_t in = 64;
+    for (int v = 0; v < 7; v++) {
         /* v: 0 r = 8 with g, 1 r = 0 with g, 2 r = 8 n only (no g, no m),
         ** 3 r = 12 and 4 r = 32 with g (CUDA: the wide path, and the
-        ** per-row path's largest rank) */
-        int64_t r = v == 1 ? 0 : v == 3 ? 12 : v == 4 ? 32 : 8, rmax = r ? r : 1;
+        ** per-row path's largest rank), 5 r = 16 and 6 r = 4 with g over
+        ** 1001 rows (CUDA: several blocks of the per-row path, the last
+        ** one part full) */
+        static const int64_t ranks[] = {8, 0, 8, 12, 32, 16, 4};
+        int64_t r = ranks[v], rmax = r ? r : 1, out = v >= 5 ? 1001 : 96;
         op_case c = new_case("dora_norm", run_dora_norm);
         c.scale = 2.0, c.floor_ = DORAC_DORA_NORM_SQ_FLOOR, c.rank = r;
         snprintf(c.shape, sizeof c.shape, "out %lld r %lld%s", (long long)out, (long long)r, v == 2 ? " n only" : "");

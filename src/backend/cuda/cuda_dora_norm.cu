@@ -16,13 +16,15 @@
 ** the shape of every sum depends only on (out, r), so results are the same
 ** from run to run. With r == 0 (no adapter yet), one thread per row.
 **
-** The common ranks 4, 8, 16 and 32 take a shorter path instead: a thread
-** per output row, with G in shared memory (as doubles) and the row of B in
-** registers, forms sum_k B[o,k] P[o,k] and sum_k B[o,k] (G B_o)[k] in
-** order of k. Its sums have a fixed shape too, but not the wide path's, so
+** The common ranks 4, 8, 16 and 32 take a shorter path instead: four
+** threads per output row, with G in shared memory (as doubles) and the row
+** of B in registers; thread q forms the terms k = q, q + 4, ... of
+** sum_k B[o,k] P[o,k] and sum_k B[o,k] (G B_o)[k], and a butterfly adds
+** the four. Its sums have a fixed shape too, but not the wide path's, so
 ** the two agree to double rounding, far below the fp32 results. (The wide
 ** path's block of one or two warps per 8 rows, its warp trees and barriers
-** took 12 us a call at r = 16 on the H200, this path a few.)
+** took 12 us a call at r = 16 on the H200; one thread per row, with its
+** R^2 dependent double products, 8.9 us under ncu.)
 **
 ** Limit: the block's B rows live in shared memory, so r is at most
 ** MAX_RANK (5120, far above any adapter's rank); larger r is
@@ -34,7 +36,8 @@ enum {
     ROWS_PER_BLOCK = 8, /* output rows sharing one pass over G (fewer when r > 640) */
     MAX_RANK = 5120,    /* doubles of B rows a block may hold: 40 KiB of shared memory */
     MAX_THREADS = 256,
-    ROW_THREADS = 128   /* the per-row path's block */
+    ROW_THREADS = 128,  /* the per-row path's block */
+    ROW_LANES = 4       /* ... and its lanes per row */
 };
 
 /* n, g from n2 in double, as the CPU forms them. g only when has_g. */
@@ -125,33 +128,45 @@ static __global__ void dora_norm_rank_kernel(cuda_view n, cuda_view g, cuda_view
     }
 }
 
-/* r == R in {4, 8, 16, 32}: as above, a thread per row. Grid: a thread
-** per row, any block size. */
+/* r == R in {4, 8, 16, 32}: ROW_LANES lanes per row (a block of
+** ROW_THREADS threads holds ROW_THREADS / ROW_LANES rows). Lane q holds the
+** whole row of B in registers and forms the terms k = q, q + ROW_LANES, ...
+** of both sums, k in order; the lanes' parts are then added by a butterfly
+** (lanes q^1, then q^2: a fixed order, the same bits in every lane). */
 template <int R>
-static __global__ void dora_norm_row_kernel(cuda_view n, cuda_view g, cuda_view c, cuda_view B,
-                                            cuda_view P, cuda_view G, cuda_view m, int64_t out,
-                                            double scale, double floor, bool has_g) {
+static __global__ void
+dora_norm_row_kernel(cuda_view n, cuda_view g, cuda_view c, cuda_view B, cuda_view P, cuda_view G, cuda_view m,
+                     int64_t out, double scale, double floor, bool has_g) {
+    static_assert(R % ROW_LANES == 0, "every lane gets R / ROW_LANES terms");
     __shared__ double gs[R * R];
     for (int e = threadIdx.x; e < R * R; e += blockDim.x) gs[e] = (double)ld_at(G, e / R, e % R);
     __syncthreads();
-    for (int64_t o = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; o < out;
-         o += (int64_t)gridDim.x * blockDim.x) {
+    int q = threadIdx.x % ROW_LANES;
+    int64_t rows_per_grid = (int64_t)gridDim.x * (ROW_THREADS / ROW_LANES);
+    for (int64_t o0 = (int64_t)blockIdx.x * (ROW_THREADS / ROW_LANES); o0 < out; o0 += rows_per_grid) {
+        int64_t o = o0 + threadIdx.x / ROW_LANES;
+        bool live = o < out; /* dead lanes add zeros, so the butterfly stays whole */
         double b[R], bp = 0.0, bgb = 0.0;
 #pragma unroll
-        for (int k = 0; k < R; k++) b[k] = (double)ld_at(B, o, k);
+        for (int l = 0; l < R; l++) b[l] = live ? (double)ld_at(B, o, l) : 0.0;
 #pragma unroll
-        for (int k = 0; k < R; k++) bp += b[k] * (double)ld_at(P, o, k);
-        /* k is not unrolled (R^2 products would not fit the registers), so
-        ** B[o,k] is read again from the cache rather than indexing b[] */
-#pragma unroll 1
-        for (int k = 0; k < R; k++) {
+        for (int i = 0; i < R / ROW_LANES; i++) {
+            int k = i * ROW_LANES + q;
+            double bk = live ? (double)ld_at(B, o, k) : 0.0; /* b[k]: k is not a constant */
+            bp += bk * (live ? (double)ld_at(P, o, k) : 0.0);
             double gb = 0.0; /* (G B_o)[k] */
 #pragma unroll
             for (int l = 0; l < R; l++) gb += gs[k * R + l] * b[l];
-            bgb += (double)ld_at(B, o, k) * gb;
+            bgb += bk * gb;
         }
-        double n2 = (double)ld_at(c, 0, o) + (2.0 * scale * bp + scale * scale * bgb);
-        dora_norm_store(n, g, m, o, n2, floor, has_g);
+        bp += __shfl_xor_sync(0xffffffffu, bp, 1);
+        bgb += __shfl_xor_sync(0xffffffffu, bgb, 1);
+        bp += __shfl_xor_sync(0xffffffffu, bp, 2);
+        bgb += __shfl_xor_sync(0xffffffffu, bgb, 2);
+        if (live && q == 0) {
+            double n2 = (double)ld_at(c, 0, o) + (2.0 * scale * bp + scale * scale * bgb);
+            dora_norm_store(n, g, m, o, n2, floor, has_g);
+        }
     }
 }
 
@@ -188,7 +203,7 @@ int CUDA_OP(dora_norm)(dorac_backend *be, const dorac_tensor *n, const dorac_ten
     }
     cuda_view nv = cuda_view_of(n), cv = cuda_view_of(c), Bv = cuda_view_of(B), Pv = cuda_view_of(P);
     cuda_view Gv = cuda_view_of(G);
-    unsigned row_blocks = cuda_blocks(out, ROW_THREADS);
+    unsigned row_blocks = cuda_blocks(out, ROW_THREADS / ROW_LANES);
     switch (r) {
     case 4: dora_norm_row_kernel<4><<<row_blocks, ROW_THREADS, 0, stream>>>(nv, gv, cv, Bv, Pv, Gv, mv, out, scale, floor, has_g); return cuda_launch_status(op);
     case 8: dora_norm_row_kernel<8><<<row_blocks, ROW_THREADS, 0, stream>>>(nv, gv, cv, Bv, Pv, Gv, mv, out, scale, floor, has_g); return cuda_launch_status(op);
