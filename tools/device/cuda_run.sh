@@ -7,7 +7,7 @@
 # Binaries are built here (no GPU needed to compile) and carried:
 #   bash tools/device/prepare.sh          # builds .devbin/, fills .deps/ and .devbench/
 #   device run: carry [.devbin, .devrt, .devbench], command:
-#     bash tools/device/cuda_run.sh check bench   (also: benchq, cli, dist, ncu, profile)
+#     bash tools/device/cuda_run.sh check bench   (also: benchq, cli, dist, ncu, ncu_detail, profile)
 # Logs land in $OUT (check.log, ops.log, model.log, demo.log, bench.log, kernels_ncu.txt (ncu),
 # peft_bench.jsonl, dorac_bench.jsonl, and with `profile` kernels.txt: the
 # GPU time per kernel of 6 DoRA steps on the Llama-1B shape, from nsys).
@@ -17,6 +17,7 @@ OUT=${OUT:-/tmp/dorac-out}
 mkdir -p "$OUT"
 . tools/device/runtime_env.sh
 BIN=.devbin
+[ -f $BIN/bins.txz ] && (cd $BIN && tar xJf bins.txz)  # prepare.sh packs the binaries
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/check.log"
 
 want() { for a in "${ARGS[@]}"; do [ "$a" = "$1" ] && return 0; done; return 1; }
@@ -195,6 +196,20 @@ PY
     echo "ncu $method rc=$? rows $(wc -l < /tmp/ncu_$method.csv)"
   done
   python3 bench/ncu_kernels.py /tmp/ncu_lora.csv /tmp/ncu_dora.csv | tee "$OUT/kernels_ncu.txt"
+fi
+
+if want ncu_detail && command -v ncu >/dev/null && [ -d /tmp/l4run/model ]; then
+  # why the largest non-GEMM kernels run below the memory bandwidth: ncu's
+  # detailed sections (throughput, memory workload, warp stalls, occupancy)
+  # for two launches each of lora_up_scale, the DoRA column-sum passes and
+  # the attention backward, one DoRA step of the 4-layer model (after ncu)
+  rm -rf /tmp/run
+  timeout 240 ncu --set detailed --launch-count 8 \
+    -k 'regex:lora_up_scale|dora_colsum_partial|attention_backward_dkv|attention_forward' $BIN/dorac train \
+    --model /tmp/l4run/model --data /tmp/ids_l4.jsonl --out /tmp/run --method dora --rank 16 --alpha 32 \
+    --targets all-linear --batch-size 4 --seq-len 2048 --no-pack --long truncate --steps 1 --warmup 0 \
+    --lr 1e-4 --device cuda > "$OUT/ncu_detail.txt" 2>&1
+  echo "ncu_detail rc=$? lines $(wc -l < "$OUT/ncu_detail.txt")"
 fi
 
 if want profile && command -v nsys >/dev/null && [ -d /tmp/models/llama1b ]; then

@@ -48,6 +48,7 @@ END=$((T0 + DEADLINE_S))
 PACK_S=${PACK_S:-25}
 TAIL_S=${TAIL_S:-100}
 SD=${STUDY_DIR:-.devstudy}
+[ -f .devbin/bins.txz ] && (cd .devbin && tar xJf bins.txz)  # prepare.sh packs the binaries
 D=${DORAC:-.devbin/dorac}
 DEVICE=${DEVICE:-cuda}
 NT=$(nproc)
