@@ -166,10 +166,10 @@ PY
   done
 fi
 
-if want ncu && command -v ncu >/dev/null; then
-  # GPU time by kernel (ncu, one metric, no replay) of 2 training steps on
-  # 4 layers of the Llama-1B shape, LoRA and DoRA r16 all-linear: where
-  # DoRA's extra time goes (kernels_ncu.txt; bench/ncu_kernels.py sums it)
+# A 4-layer model of the Llama-1B shape in /tmp/l4run/model (random, BF16)
+# and 16 rows of random ids, for the ncu targets.
+make_l4_model() {
+  [ -d /tmp/l4run/model ] && return 0
   python3 - <<'PY'
 import json, random
 c = dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=128256, hidden_size=2048,
@@ -186,6 +186,13 @@ PY
   $BIN/dorac train --init random --config /tmp/l4.json --method full --data /tmp/ids_l4.jsonl --out /tmp/l4run \
     --steps 1 --lr 1e-9 --batch-size 1 --seq-len 2048 --no-pack --long truncate --save-dtype bf16 --device cuda \
     > /tmp/l4init.log 2>&1 || tail -3 /tmp/l4init.log
+}
+
+if want ncu && command -v ncu >/dev/null; then
+  # GPU time by kernel (ncu, one metric, no replay) of 2 training steps on
+  # 4 layers of the Llama-1B shape, LoRA and DoRA r16 all-linear: where
+  # DoRA's extra time goes (kernels_ncu.txt; bench/ncu_kernels.py sums it)
+  make_l4_model
   : > "$OUT/kernels_ncu.txt"
   for method in lora dora; do
     rm -rf /tmp/run
@@ -198,11 +205,12 @@ PY
   python3 bench/ncu_kernels.py /tmp/ncu_lora.csv /tmp/ncu_dora.csv | tee "$OUT/kernels_ncu.txt"
 fi
 
-if want ncu_detail && command -v ncu >/dev/null && [ -d /tmp/l4run/model ]; then
+if want ncu_detail && command -v ncu >/dev/null; then
   # why the largest non-GEMM kernels run below the memory bandwidth: ncu's
   # detailed sections (throughput, memory workload, warp stalls, occupancy)
   # for two launches each of lora_up_scale, the DoRA column-sum passes and
-  # the attention backward, one DoRA step of the 4-layer model (after ncu)
+  # the attention, one DoRA step of the 4-layer model
+  make_l4_model
   rm -rf /tmp/run
   timeout 240 ncu --set detailed --launch-count 8 \
     -k 'regex:lora_up_scale|dora_colsum_partial|attention_backward_dkv|attention_forward' $BIN/dorac train \
