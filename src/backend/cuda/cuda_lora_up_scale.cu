@@ -11,66 +11,82 @@
 **
 ** The inner dimension r is small (adapter ranks 4..32), so the product is
 ** cheap on the ordinary cores: a block owns TILE_COLS columns and TILE_ROWS
-** rows; each thread keeps the B rows of its 2 columns in registers (2·R
-** floats, R = r rounded up to 4, 8, 16 or 32) and the block's U rows sit in
-** shared memory, so each output costs r FMAs and Y moves once each way.
+** rows, a thread per column; the thread keeps its column's row of B in
+** registers (R floats, R = r rounded up to 4, 8, 16 or 32), staged through
+** shared memory with coalesced loads, and the block's U rows sit in shared
+** memory, so each output costs r FMAs and Y moves once each way. A thread
+** loads UNROLL rows of its column before it computes the first.
 ** Ranks above 32 take the unfused path (gemm, then scale_cols_add_bias).
+**
+** The pass is latency bound, not bandwidth bound (ncu on the H200, docs/
+** PERF.md): what helped was more threads with shorter dependent chains. The
+** previous kernel (two columns a thread, 128-thread blocks of 128 rows,
+** B read straight from global memory) took 6.75 ms per 2 steps of 4
+** Llama-1B layers under ncu; this one 5.07.
 **
 ** Every output is computed by one thread in a fixed order (k = 0..r-1, then
 ** the scale, then the bias), so results are the same from run to run.
 */
 #include "backend/cuda/cuda_impl.cuh"
 
-enum { TILE_COLS = 256, TILE_ROWS = 128, THREADS = TILE_COLS / 2 };
+enum { TILE_COLS = 256, TILE_ROWS = 64, UNROLL = 4, THREADS = TILE_COLS };
+static_assert(TILE_ROWS % UNROLL == 0, "whole unrolled steps per tile");
 
 /* Grid (ceil(out/TILE_COLS), ceil(N/TILE_ROWS)), THREADS threads. VEC: Y is
-** BF16 with 4-byte aligned column pairs. */
+** BF16 (element accesses without ld_at's type switch). */
 template <int R, bool VEC>
-static __global__ void lora_up_scale_kernel(cuda_view Y, cuda_view U, cuda_view B, int64_t N,
-                                            int64_t out, int r, float s, cuda_view scale,
-                                            bool has_scale, cuda_view bias, bool has_bias) {
-    __shared__ __align__(16) float u_tile[TILE_ROWS][R];
-    int64_t i0 = (int64_t)blockIdx.y * TILE_ROWS;
-    int64_t o = (int64_t)blockIdx.x * TILE_COLS + 2 * threadIdx.x; /* this thread's columns o, o+1 */
+static __global__ void lora_up_scale_kernel(cuda_view Y, cuda_view U, cuda_view B, int64_t N, int64_t out, int r,
+                                            float s, cuda_view scale, bool has_scale, cuda_view bias,
+                                            bool has_bias) {
+    /* first the block's B rows (TILE_COLS, R), padded to R + 1 floats so
+    ** that the threads' rows fall in different banks; then, in the same
+    ** memory, its U rows (TILE_ROWS, R) */
+    constexpr int B_FLOATS = TILE_COLS * (R + 1), U_FLOATS = TILE_ROWS * R;
+    __shared__ __align__(16) float tile[B_FLOATS > U_FLOATS ? B_FLOATS : U_FLOATS];
+    int64_t i0 = (int64_t)blockIdx.y * TILE_ROWS, o_base = (int64_t)blockIdx.x * TILE_COLS;
+    int64_t o = o_base + threadIdx.x; /* this thread's column */
+    for (int e = threadIdx.x; e < TILE_COLS * R; e += THREADS) { /* coalesced along B's rows */
+        int c = e / R, k = e % R;
+        tile[c * (R + 1) + k] = (k < r && o_base + c < out) ? s * ld_at(B, o_base + c, k) : 0.0f;
+    }
+    __syncthreads();
+    float b0[R];
+#pragma unroll
+    for (int k = 0; k < R; k++) b0[k] = tile[threadIdx.x * (R + 1) + k];
+    __syncthreads();
+    float(*u_tile)[R] = (float(*)[R])tile;
     for (int e = threadIdx.x; e < TILE_ROWS * R; e += THREADS) {
         int row = e / R, k = e % R;
         u_tile[row][k] = (i0 + row < N && k < r) ? ld_at(U, i0 + row, k) : 0.0f;
     }
-    float b0[R], b1[R];
-#pragma unroll
-    for (int k = 0; k < R; k++) {
-        b0[k] = (k < r && o < out) ? s * ld_at(B, o, k) : 0.0f;
-        b1[k] = (k < r && o + 1 < out) ? s * ld_at(B, o + 1, k) : 0.0f;
-    }
-    float g0 = 1.0f, g1 = 1.0f, c0 = 0.0f, c1 = 0.0f;
-    if (has_scale) {
-        if (o < out) g0 = ld_at(scale, 0, o);
-        if (o + 1 < out) g1 = ld_at(scale, 0, o + 1);
-    }
-    if (has_bias) {
-        if (o < out) c0 = ld_at(bias, 0, o);
-        if (o + 1 < out) c1 = ld_at(bias, 0, o + 1);
-    }
+    float g0 = 1.0f, c0 = 0.0f;
+    if (has_scale && o < out) g0 = ld_at(scale, 0, o);
+    if (has_bias && o < out) c0 = ld_at(bias, 0, o);
     __syncthreads();
     if (o >= out) return;
-    int64_t rows = N - i0 < TILE_ROWS ? N - i0 : TILE_ROWS;
-    for (int64_t row = 0; row < rows; row++) {
-        float a0 = 0.0f, a1 = 0.0f;
-        const float4 *u4 = (const float4 *)u_tile[row];
+    int rows = N - i0 < TILE_ROWS ? (int)(N - i0) : TILE_ROWS;
+    for (int r0 = 0; r0 < rows; r0 += UNROLL) {
+        float h[UNROLL]; /* all UNROLL rows' loads first, then the math */
 #pragma unroll
-        for (int k4 = 0; k4 < R / 4; k4++) {
-            float4 u = u4[k4];
-            a0 += u.x * b0[4 * k4] + u.y * b0[4 * k4 + 1] + u.z * b0[4 * k4 + 2] + u.w * b0[4 * k4 + 3];
-            a1 += u.x * b1[4 * k4] + u.y * b1[4 * k4 + 1] + u.z * b1[4 * k4 + 2] + u.w * b1[4 * k4 + 3];
+        for (int k = 0; k < UNROLL; k++) {
+            if (r0 + k >= rows) continue;
+            int64_t i = i0 + r0 + k;
+            h[k] = VEC ? __bfloat162float(((const __nv_bfloat16 *)Y.data)[i * Y.ld + o]) : ld_at(Y, i, o);
         }
-        int64_t i = i0 + row;
-        if (VEC && o + 1 < out) {
-            __nv_bfloat162 *p = (__nv_bfloat162 *)((__nv_bfloat16 *)Y.data + i * Y.ld + o);
-            float2 h = __bfloat1622float2(*p);
-            *p = __floats2bfloat162_rn(g0 * (h.x + a0) + c0, g1 * (h.y + a1) + c1);
-        } else {
-            st_at(Y, i, o, g0 * (ld_at(Y, i, o) + a0) + c0);
-            if (o + 1 < out) st_at(Y, i, o + 1, g1 * (ld_at(Y, i, o + 1) + a1) + c1);
+#pragma unroll
+        for (int k = 0; k < UNROLL; k++) {
+            if (r0 + k >= rows) continue;
+            float a0 = 0.0f;
+            const float4 *u4 = (const float4 *)u_tile[r0 + k];
+#pragma unroll
+            for (int k4 = 0; k4 < R / 4; k4++) {
+                float4 u = u4[k4];
+                a0 += u.x * b0[4 * k4] + u.y * b0[4 * k4 + 1] + u.z * b0[4 * k4 + 2] + u.w * b0[4 * k4 + 3];
+            }
+            int64_t i = i0 + r0 + k;
+            float y0 = g0 * (h[k] + a0) + c0;
+            if (VEC) ((__nv_bfloat16 *)Y.data)[i * Y.ld + o] = __float2bfloat16_rn(y0);
+            else st_at(Y, i, o, y0);
         }
     }
 }
@@ -81,7 +97,7 @@ static void launch(const dorac_tensor *Y, const dorac_tensor *U, const dorac_ten
                    cudaStream_t stream) {
     int64_t N = Y->rows, out = Y->cols;
     dim3 grid((unsigned)((out + TILE_COLS - 1) / TILE_COLS), (unsigned)((N + TILE_ROWS - 1) / TILE_ROWS));
-    bool vec = Y->type == DORAC_DTYPE_BF16 && Y->ld % 2 == 0 && ((uintptr_t)Y->data & 3) == 0;
+    bool vec = Y->type == DORAC_DTYPE_BF16; /* VEC: BF16 element accesses without ld_at's type switch */
     cuda_view sv = has_scale ? cuda_view_of(scale) : cuda_view{NULL, 0, 0};
     cuda_view bv = has_bias ? cuda_view_of(bias) : cuda_view{NULL, 0, 0};
     if (vec)
