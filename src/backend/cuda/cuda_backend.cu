@@ -171,7 +171,9 @@ int cuda_counters(dorac_backend *be, size_t n, unsigned **out) {
         /* the old counters may be in use by queued kernels: wait for them */
         DORAC_TRY(cuda_status(cudaStreamSynchronize(ctx->stream), "counters", "synchronize"));
         DORAC_TRY(cuda_status(cudaMalloc(&c, cap * sizeof *c), "counters", "allocate"));
-        int rc = cuda_status(cudaMemset(c, 0, cap * sizeof *c), "counters", "zero");
+        /* on the backend's stream: it does not wait for the legacy default
+        ** stream, so a plain cudaMemset could land after the first kernel */
+        int rc = cuda_status(cudaMemsetAsync(c, 0, cap * sizeof *c, ctx->stream), "counters", "zero");
         if (rc) {
             cudaFree(c);
             return rc;

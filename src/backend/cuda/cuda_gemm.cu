@@ -9,7 +9,7 @@
 **   A, B BF16           -> C BF16 or F32, fp32 accumulation (tensor cores)
 **   A, B F32, C F32     -> plain fp32 (no TF32), for parameter products;
 **                          A A^T with at most 32 rows (DoRA's G) runs
-**                          cuda_gram.cu's kernels instead of cuBLAS
+**                          cuda_gram.cu's kernel instead of cuBLAS
 ** Any other mix converts its F32 operands to BF16 first, into scratch owned
 ** by the backend (kept and grown, so steady-state training allocates
 ** nothing here). This is the autocast rule: an adapter's F32 A or B meets
@@ -65,7 +65,7 @@ extern "C" int CUDA_OP(gemm)(dorac_backend *be, const dorac_tensor *C, const dor
     dorac_tensor a = *A, b = *B;
     bool all_f32 = A->type == DORAC_DTYPE_F32 && B->type == DORAC_DTYPE_F32 &&
                    C->type == DORAC_DTYPE_F32;
-    /* A A^T of a small F32 A (DoRA's G): cuda_gram.cu's two kernels */
+    /* A A^T of a small F32 A (DoRA's G): cuda_gram.cu's kernel */
     if (all_f32 && !trans_a && trans_b && A->data == B->data && A->ld == B->ld && A->rows == B->rows &&
         A->cols == B->cols && M <= 32 && K <= 65535LL * 256 && A->data != C->data)
         return cuda_gram(be, C, A, alpha, beta);

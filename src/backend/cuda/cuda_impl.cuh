@@ -161,10 +161,12 @@ static __device__ __forceinline__ bool cuda_last_block(unsigned *counter, unsign
     __syncthreads();
     if (threadIdx.x == 0 && threadIdx.y == 0) {
         last = atomicAdd(counter, 1u) == expected - 1;
-        if (last) atomicExch(counter, 0u);
+        if (last) {
+            __threadfence(); /* the others' results, after their arrivals */
+            atomicExch(counter, 0u);
+        }
     }
     __syncthreads();
-    if (last) __threadfence(); /* the others' results, after their arrivals */
     return last;
 }
 
