@@ -20,6 +20,7 @@
 #include "core/rng.h"
 #include "model/model.h"
 #include "test.h"
+#include "tiny_configs.h"
 
 #define MAX_HANDED 256
 
@@ -40,16 +41,6 @@ static dorac_model_config all_bias_llama(void) {
     dorac_model_config c = tiny_llama(false);
     c.n_layers = 6;
     c.mlp_bias = true;
-    return c;
-}
-
-static dorac_model_config tiny_gpt2(void) {
-    dorac_model_config c = {
-        .family = DORAC_FAMILY_GPT2, .vocab_size = 23, .hidden_size = 16, .intermediate_size = 32,
-        .n_layers = 2, .n_heads = 4, .n_kv_heads = 4, .head_dim = 4, .max_positions = 12,
-        .norm_eps = 1e-5, .tie_embeddings = true,
-    };
-    strcpy(c.model_type, "gpt2");
     return c;
 }
 

@@ -15,6 +15,7 @@
 #include "core/rng.h"
 #include "model/model.h"
 #include "test.h"
+#include "tiny_configs.h"
 
 static dorac_model_config tiny_llama(bool tied, dorac_model_rope rope) {
     dorac_model_config c = {
@@ -25,16 +26,6 @@ static dorac_model_config tiny_llama(bool tied, dorac_model_rope rope) {
         .rope_original_max_positions = 8,
     };
     strcpy(c.model_type, tied ? "llama" : "qwen2");
-    return c;
-}
-
-static dorac_model_config tiny_gpt2(void) {
-    dorac_model_config c = {
-        .family = DORAC_FAMILY_GPT2, .vocab_size = 23, .hidden_size = 16, .intermediate_size = 32,
-        .n_layers = 2, .n_heads = 4, .n_kv_heads = 4, .head_dim = 4, .max_positions = 12,
-        .norm_eps = 1e-5, .tie_embeddings = true,
-    };
-    strcpy(c.model_type, "gpt2");
     return c;
 }
 

@@ -476,24 +476,25 @@ static int ready_call(ready_list *r, dorac_grads_ready_fn ready, void *ctx) {
     return rc;
 }
 
-/* Zeroes every DoRA layer's zsum with fill_many, a few launches instead of
-** one per layer, and marks them so that their backwards skip the fill. */
+/* A DoRA layer whose backward sums into its zsum. */
+static bool has_dora_sum(const dorac_model_linear *l) {
+    return l->active && l->L.cfg.method == DORAC_METHOD_DORA && l->L.zsum.data;
+}
+
+/* Zeroes every DoRA layer's zsum with one fill_many, a launch or two
+** instead of one per layer, and marks them so that their backwards skip the
+** fill. */
 static int zero_dora_sums(dorac_model *m) {
-    enum { BATCH = 128 };
-    const dorac_tensor *batch[BATCH];
-    dorac_linear *owner[BATCH];
     size_t n = 0;
-    for (size_t i = 0; i <= m->n_linears; i++) {
-        dorac_linear *L = i < m->n_linears ? &m->linears[i].L : NULL;
-        bool take = L && m->linears[i].active && L->cfg.method == DORAC_METHOD_DORA && L->zsum.data;
-        if (take) owner[n] = L, batch[n++] = &L->zsum;
-        if (n == BATCH || (n > 0 && i == m->n_linears)) {
-            DORAC_TRY(dorac_fill_many(m->be, batch, n, 0.0));
-            for (size_t k = 0; k < n; k++) owner[k]->zsum_zeroed = true;
-            n = 0;
-        }
-    }
-    return DORAC_OK;
+    const dorac_tensor **list = malloc((m->n_linears ? m->n_linears : 1) * sizeof *list);
+    if (!list) return dorac_error(DORAC_E_NOMEM, "model: out of memory listing the DoRA sums");
+    for (size_t i = 0; i < m->n_linears; i++)
+        if (has_dora_sum(&m->linears[i])) list[n++] = &m->linears[i].L.zsum;
+    int rc = dorac_fill_many(m->be, list, n, 0.0);
+    free(list);
+    for (size_t i = 0; !rc && i < m->n_linears; i++)
+        if (has_dora_sum(&m->linears[i])) m->linears[i].L.zsum_zeroed = true;
+    return rc;
 }
 
 int dorac_model_backward(dorac_model *m) {

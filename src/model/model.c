@@ -460,29 +460,20 @@ size_t dorac_model_trainables(dorac_model *m, dorac_trainable *out, size_t cap) 
     return n;
 }
 
-/* Zeroes every gradient through fill_many, ZERO_BATCH tensors a call (one
-** or two launches on the GPU instead of one per tensor). */
-enum { ZERO_BATCH = 96 };
-
-static int zero_batch_add(dorac_backend *be, const dorac_tensor **batch, size_t *n, const dorac_tensor *t) {
-    if (!t->data) return DORAC_OK;
-    batch[(*n)++] = t;
-    if (*n < ZERO_BATCH) return DORAC_OK;
-    *n = 0;
-    return dorac_fill_many(be, batch, ZERO_BATCH, 0.0);
-}
-
+/* Every gradient zeroed by one fill_many (a launch or two on the GPU
+** instead of one per tensor; fill_many skips absent ones). */
 int dorac_model_zero_grad(dorac_model *m) {
-    const dorac_tensor *batch[ZERO_BATCH];
-    size_t n = 0;
-    for (size_t i = 0; i < m->n_params; i++) DORAC_TRY(zero_batch_add(m->be, batch, &n, &m->params[i].grad));
+    size_t cap = m->n_params + 3 * m->n_linears, n = 0;
+    const dorac_tensor **list = malloc((cap ? cap : 1) * sizeof *list);
+    if (!list) return dorac_error(DORAC_E_NOMEM, "model: out of memory listing the gradients");
+    for (size_t i = 0; i < m->n_params; i++) list[n++] = &m->params[i].grad;
     for (size_t i = 0; i < m->n_linears; i++) {
         dorac_model_linear *l = &m->linears[i];
-        DORAC_TRY(zero_batch_add(m->be, batch, &n, &l->dA));
-        DORAC_TRY(zero_batch_add(m->be, batch, &n, &l->dB));
-        DORAC_TRY(zero_batch_add(m->be, batch, &n, &l->dm));
+        list[n++] = &l->dA, list[n++] = &l->dB, list[n++] = &l->dm;
     }
-    return n ? dorac_fill_many(m->be, batch, n, 0.0) : DORAC_OK;
+    int rc = dorac_fill_many(m->be, list, n, 0.0);
+    free(list);
+    return rc;
 }
 
 /* ---------------------------------------------------------------------- */
