@@ -24,6 +24,7 @@
 #define DORAC_CUDA_ATTENTION_CUH
 
 #include "backend/cuda/cuda_impl.cuh"
+#include "backend/cuda/cuda_mma.cuh"
 
 /* The largest head dimension the CUDA backend runs. */
 #define ATTN_MAX_D 256
@@ -75,43 +76,7 @@ static inline int attn_smem_limit(const void *kernel, size_t bytes, const char *
                        op, "shared memory limit");
 }
 
-/* ---- device side: the tensor-core building blocks --------------------- */
-
-typedef __nv_bfloat16 bf16;
-
-static __device__ __forceinline__ uint32_t smem_u32(const void *p) {
-    return (uint32_t)__cvta_generic_to_shared(p);
-}
-
-/* Four 8x8 bf16 matrices from shared memory; lane l gives the address of
-** row l%8 of matrix l/8, and register i receives matrix i. */
-static __device__ __forceinline__ void ldsm_x4(uint32_t r[4], const bf16 *p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_u32(p)));
-}
-
-/* The same, each matrix transposed. */
-static __device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const bf16 *p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_u32(p)));
-}
-
-/* c (16x8 fp32) += a (16x16 bf16) b (16x8 bf16). */
-static __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0,
-                                                uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-/* Two floats as a bf16 pair, lo in the low half (the lower column). */
-static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *(uint32_t *)&v;
-}
+/* ---- device side ------------------------------------------------------ */
 
 /* 2^x on the special function unit, subnormal results flushed to zero
 ** (exp2f adds a subnormal fix-up around the same instruction). */
@@ -120,22 +85,6 @@ static __device__ __forceinline__ float fast_exp2(float x) {
     asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
     return y;
 }
-
-/* Lane offsets into a 16x16 tile at (0, 0) of a row-major smem tile, for the
-** two ways the kernels read one:
-**   the A operand, or a B operand stored n by k (rows are n):
-**     ldsm_x4 at (row_a, col_a) gives a0..a3 of A
-**   a B operand stored n by k, two 8-wide n tiles:
-**     ldsm_x4 at (row_nk, col_nk) gives b0,b1 of n tile 0 and b0,b1 of tile 1
-**   a B operand stored k by n (rows are k), two 8-wide n tiles:
-**     ldsm_x4_t at (row_kn, col_kn) gives b0,b1 of n tile 0 and b0,b1 of tile 1
-*/
-static __device__ __forceinline__ int lane_row_a(int lane) { return (lane & 7) + ((lane >> 3) & 1) * 8; }
-static __device__ __forceinline__ int lane_col_a(int lane) { return (lane >> 4) * 8; }
-static __device__ __forceinline__ int lane_row_nk(int lane) { return (lane & 7) + (lane >> 4) * 8; }
-static __device__ __forceinline__ int lane_col_nk(int lane) { return ((lane >> 3) & 1) * 8; }
-static __device__ __forceinline__ int lane_row_kn(int lane) { return (lane & 7) + ((lane >> 3) & 1) * 8; }
-static __device__ __forceinline__ int lane_col_kn(int lane) { return (lane >> 4) * 8; }
 
 /* 16 bytes global -> shared without a register round trip; src_bytes 0
 ** writes zeros (rows past the end). */
