@@ -565,6 +565,30 @@ static void skinny_case(dorac_backend *cpu, dorac_backend *dev, int64_t M, int64
     run_case(cpu, dev, &c);
 }
 
+/* A product with K <= 32 into an activation, the adapter's dx += du A: A
+** (M, K + 8) and C (M, N + 8) viewed at column 8 (rows 16-byte aligned
+** where K and N are multiples of 8), what the device's one-pass
+** tensor-core path (cuda_lowrank.cu) needs; B (K, N + 2) or, transposed,
+** (N, K + 2) at column 0. */
+static int run_lowrank_gemm(dorac_backend *be, const dorac_tensor *t, const op_case *c) {
+    dorac_tensor A = cols_of(&t[0], 8, c->K), B = cols_of(&t[1], 0, c->tb ? c->K : c->N);
+    dorac_tensor C = cols_of(&t[2], 8, c->N);
+    return be->gemm(be, &C, &A, false, &B, c->tb, c->alpha, c->beta);
+}
+
+static void lowrank_gemm_case(dorac_backend *cpu, dorac_backend *dev, int64_t M, int64_t N, int64_t K, bool tb,
+                              double beta) {
+    op_case c = new_case("gemm", run_lowrank_gemm);
+    c.M = M, c.N = N, c.K = K, c.tb = tb, c.alpha = 0.7, c.beta = beta;
+    c.determinism = K == 16 && beta == 1.0 && !tb;
+    snprintf(c.shape, sizeof c.shape, "low rank M%lld N%lld K%lld N%s b%g act.param>act", (long long)M,
+             (long long)N, (long long)K, tb ? "T" : "N", beta);
+    add(&c, input("A", ROLE_ACT, M, K + 8, -1, 1));
+    add(&c, tb ? input("B", ROLE_PARAM, N, K + 2, -1, 1) : input("B", ROLE_PARAM, K, N + 2, -1, 1));
+    add(&c, output("C", ROLE_ACT, M, N + 8, 8, N, CLS_GEMM, beta == 0.0));
+    run_case(cpu, dev, &c);
+}
+
 static void gemm_cases(dorac_backend *cpu, dorac_backend *dev) {
     /* the type mixes the model uses, as (A, B -> C) roles:
     **   act x weight -> act    y = x W^T, dx = dy W
@@ -600,6 +624,16 @@ static void gemm_cases(dorac_backend *cpu, dorac_backend *dev) {
                                         {9000, 5, 64}, {67, 24, 2050}};
     for (int k = 0; k < 6; k++)
         for (int b = 0; b < 2; b++) skinny_case(cpu, dev, skinny[k][0], skinny[k][1], skinny[k][2], b ? 0.5 : 0.0);
+    /* K <= 32 into BF16 activations: row tails (M not a multiple of 16),
+    ** column tails (N not a multiple of 64), r up to 32 with a partial
+    ** second 16-wide step, a wide C whose warps loop over more tiles than
+    ** their ring holds (2053 x 8192); N or K not a multiple of 8 take the
+    ** cuBLAS path */
+    static const int64_t lowrank[][3] = {{37, 64, 16}, {300, 130, 4}, {1030, 2056, 16}, {257, 520, 24},
+                                         {513, 72, 32}, {100, 200, 8}, {64, 96, 7},  {2053, 8192, 16}};
+    for (int k = 0; k < 8; k++)
+        for (int v = 0; v < 3; v++)
+            lowrank_gemm_case(cpu, dev, lowrank[k][0], lowrank[k][1], lowrank[k][2], v == 1, v == 0 ? 1.0 : v == 1 ? 0.0 : 0.5);
     /* K = 0: C = beta C */
     for (int b = 0; b < 2; b++) gemm_case(cpu, dev, 5, 7, 0, false, false, b ? 0.5 : 0.0, ROLE_ACT, ROLE_ACT, ROLE_ACT, false);
 }
@@ -687,12 +721,14 @@ static void scale_cols_cases(dorac_backend *cpu, dorac_backend *dev) {
     }
 }
 
-/* Y (R, C + 4) at column 2 (BF16 pairs 4-byte aligned) or (R, C + 3) at
-** column 1 (not aligned), in place; U (R, rank + 1) at column 1; B (C, rank); scale, bias
+/* Y (R, C + 8) at column 8 (rows 16-byte aligned) or (R, C + 3) at column
+** 1 (not aligned), in place; U (R, rank + 8) at column 8 or 1 (the same;
+** the device's tensor-core path, cuda_lowrank.cu, needs both aligned and
+** C and the rank multiples of 8); B (C, rank); scale, bias
 ** (1, C) or absent. Through dorac_lora_up_scale: the CPU runs the slow twin
 ** (gemm, then scale_cols_add_bias), a backend with the fused op runs it. */
 static int run_lora_up_scale(dorac_backend *be, const dorac_tensor *t, const op_case *c) {
-    dorac_tensor Y = cols_of(&t[0], c->off, c->C), U = cols_of(&t[1], 1, c->rank);
+    dorac_tensor Y = cols_of(&t[0], c->off, c->C), U = cols_of(&t[1], c->off, c->rank);
     return dorac_lora_up_scale(be, &Y, &U, &t[2], c->scale, &t[3], &t[4]);
 }
 
@@ -702,14 +738,14 @@ static void lora_up_scale_cases(dorac_backend *cpu, dorac_backend *dev) {
         for (int v = 0; v < 4; v++) {
             bool with_scale = v != 1, with_bias = v >= 2;
             op_case c = new_case("lora_up_scale", run_lora_up_scale);
-            c.R = v == 3 ? 300 : 137, c.C = v == 3 ? 777 : 520, c.rank = ranks[ri], c.scale = 2.0;
-            c.off = v == 3 ? 1 : 2;
+            c.R = v == 3 ? 300 : v == 2 ? 2053 : 137, c.C = v == 3 ? 777 : v == 2 ? 8200 : 520;
+            c.rank = ranks[ri], c.scale = 2.0;
+            c.off = v == 3 ? 1 : 8;
             snprintf(c.shape, sizeof c.shape, "Y(%lld,%lld)+%lld r%lld scale %s bias %s", (long long)c.R,
                      (long long)c.C, (long long)c.off, (long long)c.rank, with_scale ? "yes" : "no",
                      with_bias ? "yes" : "no");
-            /* ld even with off 2: BF16 column pairs 4-byte aligned (the vector path) */
-            add(&c, output("Y", ROLE_ACT, c.R, c.C + (c.off == 2 ? 4 : 3), c.off, c.C, CLS_GEMM, false));
-            add(&c, input("U", ROLE_ACT, c.R, c.rank + 1, -1, 1));
+            add(&c, output("Y", ROLE_ACT, c.R, c.C + (c.off == 8 ? 8 : 3), c.off, c.C, CLS_GEMM, false));
+            add(&c, input("U", ROLE_ACT, c.R, c.rank + 8, -1, 1));
             add(&c, input("B", ROLE_PARAM, c.C, c.rank, -0.2, 0.2));
             add(&c, with_scale ? input("scale", ROLE_PARAM, 1, c.C, 0.5, 1.5) : absent("scale", ROLE_PARAM));
             add(&c, with_bias ? input("bias", ROLE_WEIGHT, 1, c.C, -1, 1) : absent("bias", ROLE_WEIGHT));

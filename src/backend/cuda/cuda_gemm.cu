@@ -10,6 +10,8 @@
 **   A, B F32, C F32     -> plain fp32 (no TF32), for parameter products;
 **                          A A^T with at most 32 rows (DoRA's G) runs
 **                          cuda_gram.cu's kernel instead of cuBLAS
+** A BF16 C = alpha A op(B) + beta C with K = 8, 16, 24 or 32 runs cuda_lowrank.cu's
+**   kernel (one pass over C; op(B) of any float type, fp32 precision)
 ** Any other mix converts its F32 operands to BF16 first, into scratch owned
 ** by the backend (kept and grown, so steady-state training allocates
 ** nothing here). This is the autocast rule: an adapter's F32 A or B meets
@@ -69,6 +71,10 @@ extern "C" int CUDA_OP(gemm)(dorac_backend *be, const dorac_tensor *C, const dor
     if (all_f32 && !trans_a && trans_b && A->data == B->data && A->ld == B->ld && A->rows == B->rows &&
         A->cols == B->cols && M <= 32 && K <= 65535LL * 256 && A->data != C->data)
         return cuda_gram(be, C, A, alpha, beta);
+    /* a product with a small inner size into a BF16 C (the adapter's
+    ** dx += du A): one pass over C on the tensor cores, cuda_lowrank.cu */
+    if (!trans_a && K <= 32 && A->data != C->data && B->data != C->data && cuda_lowrank_fits(C, A))
+        return cuda_lowrank(be, C, A, B, trans_b, alpha, beta, NULL, NULL);
     if (!all_f32) {
         if (a.type != DORAC_DTYPE_BF16) DORAC_TRY(to_bf16(be, 0, A, &a));
         if (b.type != DORAC_DTYPE_BF16) DORAC_TRY(to_bf16(be, 1, B, &b));

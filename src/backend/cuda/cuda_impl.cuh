@@ -207,6 +207,13 @@ int cuda_launch_status(const char *op);
 /* C (r,r) = alpha A A^T + beta C, A F32 (r,K), r <= 32 (cuda_gram.cu;
 ** cuda_gemm.cu dispatches to it). */
 int cuda_gram(dorac_backend *be, const dorac_tensor *C, const dorac_tensor *A, double alpha, double beta);
+/* C (M,N) = scale ⊙ (beta C + alpha U op(V)) + bias for U (M,r), r in 8..32 by 8,
+** op(V) = V^T if v_trans, scale and bias (1,N) or absent, on the tensor
+** cores (cuda_lowrank.cu). Only where cuda_lowrank_fits(C, U); the caller
+** has checked the shapes. */
+bool cuda_lowrank_fits(const dorac_tensor *C, const dorac_tensor *U);
+int cuda_lowrank(dorac_backend *be, const dorac_tensor *C, const dorac_tensor *U, const dorac_tensor *V,
+                 bool v_trans, double alpha, double beta, const dorac_tensor *scale, const dorac_tensor *bias);
 /* *out = n zeroed arrival counters for cuda_last_block (the context's,
 ** grown on demand; a kernel leaves them zero). */
 int cuda_counters(dorac_backend *be, size_t n, unsigned **out);

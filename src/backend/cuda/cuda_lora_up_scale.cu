@@ -9,6 +9,10 @@
 ** another pass (a second read and write): on the Llama-1B shape that pass
 ** moves about 12 GB a step. Here both happen while Y is in registers.
 **
+** BF16 Y and U (training's activations) take cuda_lowrank.cu's tensor-core
+** pass; this kernel is the path for F32 activations and for shapes that
+** pass does not take (odd r, odd widths).
+**
 ** The inner dimension r is small (adapter ranks 4..32), so the product is
 ** cheap on the ordinary cores: a block owns TILE_COLS columns and TILE_ROWS
 ** rows, a thread per column; the thread keeps its column's row of B in
@@ -122,6 +126,8 @@ extern "C" int CUDA_OP(lora_up_scale)(dorac_backend *be, const dorac_tensor *Y, 
         return CUDA_OP(scale_cols_add_bias)(be, Y, scale, bias);
     }
     if (N == 0 || out == 0) return DORAC_OK;
+    /* BF16 Y and U: the tensor-core pass */
+    if (cuda_lowrank_fits(Y, U)) return cuda_lowrank(be, Y, U, B, true, s, 1.0, scale, bias);
     bool has_scale = scale && scale->data, has_bias = bias && bias->data;
     cudaStream_t stream = cuda_stream(be);
     if (r <= 4) launch<4>(Y, U, B, (float)s, scale, has_scale, bias, has_bias, stream);
