@@ -7,7 +7,7 @@
 # Binaries are built here (no GPU needed to compile) and carried:
 #   bash tools/device/prepare.sh          # builds .devbin/, fills .deps/ and .devbench/
 #   device run: carry [.devbin, .devrt, .devbench], command:
-#     bash tools/device/cuda_run.sh check bench   (also: benchq, cli, dist, ncu, ncu_detail, profile)
+#     bash tools/device/cuda_run.sh check bench   (also: benchq, cli, dist, lowrank, ncu, ncu_detail, profile)
 # Logs land in $OUT (check.log, ops.log, model.log, demo.log, bench.log, kernels_ncu.txt (ncu),
 # peft_bench.jsonl, dorac_bench.jsonl, and with `profile` kernels.txt: the
 # GPU time per kernel of 6 DoRA steps on the Llama-1B shape, from nsys).
@@ -188,6 +188,15 @@ PY
     > /tmp/l4init.log 2>&1 || tail -3 /tmp/l4init.log
 }
 
+if want lowrank; then
+  # the adapter's one-pass products (bench/bench_lowrank.c): cuda_lowrank.cu
+  # at ring depths 2, 3, 4 against what it replaces (lowrank.log)
+  {
+    DORAC_LOWRANK_OFF=1 $BIN/bench_lowrank
+    for s in 2 3 4; do DORAC_LOWRANK_STAGES=$s $BIN/bench_lowrank; done
+  } 2>&1 | tee "$OUT/lowrank.log"
+fi
+
 if want ncu && command -v ncu >/dev/null; then
   # GPU time by kernel (ncu, one metric, no replay) of 2 training steps on
   # 4 layers of the Llama-1B shape, LoRA and DoRA r16 all-linear: where
@@ -212,8 +221,9 @@ if want ncu_detail && command -v ncu >/dev/null; then
   # the attention, one DoRA step of the 4-layer model
   make_l4_model
   rm -rf /tmp/run
-  timeout 240 ncu --set detailed --launch-count 8 \
-    -k 'regex:lora_up_scale|dora_colsum_partial|attention_backward_dkv|attention_forward' $BIN/dorac train \
+  # NCU_DETAIL_K: another kernel-name regex (default: the four below)
+  timeout 240 ncu --set detailed --launch-count ${NCU_DETAIL_N:-8} \
+    -k "regex:${NCU_DETAIL_K:-lora_up_scale|dora_colsum_partial|attention_backward_dkv|attention_forward}" $BIN/dorac train \
     --model /tmp/l4run/model --data /tmp/ids_l4.jsonl --out /tmp/run --method dora --rank 16 --alpha 32 \
     --targets all-linear --batch-size 4 --seq-len 2048 --no-pack --long truncate --steps 1 --warmup 0 \
     --lr 1e-4 --device cuda > "$OUT/ncu_detail.txt" 2>&1
