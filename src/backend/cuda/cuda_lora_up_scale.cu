@@ -121,13 +121,13 @@ extern "C" int CUDA_OP(lora_up_scale)(dorac_backend *be, const dorac_tensor *Y, 
     DORAC_TRY(cuda_check_shape(B, out, r, "lora_up_scale", "B"));
     DORAC_TRY(cuda_check_optional_vector(scale, out, "lora_up_scale", "scale"));
     DORAC_TRY(cuda_check_optional_vector(bias, out, "lora_up_scale", "bias"));
+    if (N == 0 || out == 0) return DORAC_OK;
+    /* BF16 Y and U: the tensor-core pass */
+    if (cuda_lowrank_fits(Y, U)) return cuda_lowrank(be, Y, U, B, true, s, 1.0, scale, bias);
     if (r > 32 || r == 0 || N > 65535LL * TILE_ROWS) { /* the unfused path */
         if (r > 0) DORAC_TRY(CUDA_OP(gemm)(be, Y, U, false, B, true, s, 1.0));
         return CUDA_OP(scale_cols_add_bias)(be, Y, scale, bias);
     }
-    if (N == 0 || out == 0) return DORAC_OK;
-    /* BF16 Y and U: the tensor-core pass */
-    if (cuda_lowrank_fits(Y, U)) return cuda_lowrank(be, Y, U, B, true, s, 1.0, scale, bias);
     bool has_scale = scale && scale->data, has_bias = bias && bias->data;
     cudaStream_t stream = cuda_stream(be);
     if (r <= 4) launch<4>(Y, U, B, (float)s, scale, has_scale, bias, has_bias, stream);

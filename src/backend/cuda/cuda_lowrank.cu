@@ -36,6 +36,10 @@
 ** divisions per piece issued about 580 instructions per 16 x 64 tile and
 ** was slower still.
 **
+** Needs sm_90 (stmatrix), which is what the build targets. Overlapping C
+** with U or V is not allowed (as for cuBLAS); gemm sends no call whose C
+** starts where an operand does.
+**
 ** Precision. Each alpha * V value is split into two bf16, hi = bf16(v) and
 ** lo = bf16(v - hi), and both are multiplied (two mmas per tile): the
 ** product keeps about 16 bits of V's mantissa. U is BF16 already, so the
@@ -46,6 +50,7 @@
 ** a fixed order, so results repeat from run to run.
 */
 #include <stdlib.h>
+#include <string.h>
 
 #include "backend/cuda/cuda_mma.cuh"
 
@@ -77,7 +82,10 @@ static int lr_stages(void) {
 }
 static bool lr_off(void) {
     static int off = -1;
-    if (off < 0) off = getenv("DORAC_LOWRANK_OFF") != NULL;
+    if (off < 0) {
+        const char *e = getenv("DORAC_LOWRANK_OFF");
+        off = e && *e && strcmp(e, "0") != 0;
+    }
     return off != 0;
 }
 
@@ -85,16 +93,18 @@ bool cuda_lowrank_fits(const dorac_tensor *C, const dorac_tensor *U) {
     int64_t r = U->cols;
     return !lr_off() && C->type == DORAC_DTYPE_BF16 && U->type == DORAC_DTYPE_BF16 && r >= 8 && r <= 32 && r % 8 == 0 &&
            C->cols % 8 == 0 && C->ld % 8 == 0 && (uintptr_t)C->data % 16 == 0 && U->ld % 8 == 0 &&
-           (uintptr_t)U->data % 16 == 0 && U->rows == C->rows && C->rows <= INT32_MAX &&
+           (uintptr_t)U->data % 16 == 0 && U->rows == C->rows && C->rows <= INT32_MAX - 16 &&
            (C->cols + LR_COLS - 1) / LR_COLS <= INT32_MAX;
 }
 
-/* (x, y) as a bf16 pair hi and the pair of what hi misses, lo. */
+/* (x, y) as a bf16 pair hi and the pair of what hi misses, lo (0 where hi
+** is infinite, so that an infinite or bf16-overflowing value gives inf,
+** not inf - inf = NaN). */
 static __device__ __forceinline__ void split_pair(float x, float y, uint32_t *hi, uint32_t *lo) {
     __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
     float2 hf = __bfloat1622float2(h);
     *hi = *(uint32_t *)&h;
-    *lo = pack_bf16(x - hf.x, y - hf.y);
+    *lo = pack_bf16(isfinite(hf.x) ? x - hf.x : 0.0f, isfinite(hf.y) ? y - hf.y : 0.0f);
 }
 
 static __device__ __forceinline__ float2 unpack_pair(uint32_t v) {
@@ -178,10 +188,11 @@ static __global__ void __launch_bounds__(LR_WARPS * 32, R8 <= 2 ? 8 : 4)
     const bf16 *c_src = C + cq * ldc + n0 + 8 * cc; /* plus the tile's row offset */
     int c_dst = cq * LR_LDS + 8 * cc;
 
-    /* queues tile i's U rows and (BETA) C rows into slot i % stages */
-    auto fetch = [&](int i) {
+    /* queues tile i's U rows and (BETA) C rows into ring slot `slot_i`,
+    ** which is i % stages (kept as running indices: no division in the loop) */
+    auto fetch = [&](int i, int slot_i) {
         int base = (first + i * step) * 16, left = M - base; /* rows of the tile inside */
-        bf16 *slot = ring + (i % stages) * SLOT;
+        bf16 *slot = ring + slot_i * SLOT;
         if (BETA) {
             const bf16 *src = c_src + (int64_t)base * ldc;
 #pragma unroll
@@ -202,7 +213,7 @@ static __global__ void __launch_bounds__(LR_WARPS * 32, R8 <= 2 ? 8 : 4)
         }
     };
     for (int i = 0; i < stages - 1; i++) {
-        if (i < count) fetch(i);
+        if (i < count) fetch(i, i);
         lr_commit();
     }
 
@@ -224,12 +235,13 @@ static __global__ void __launch_bounds__(LR_WARPS * 32, R8 <= 2 ? 8 : 4)
         __syncwarp();
     }
 
-    for (int i = 0; i < count; i++) {
-        if (i + stages - 1 < count) fetch(i + stages - 1);
+    for (int i = 0, cur = 0; i < count; i++, cur = cur + 1 == stages ? 0 : cur + 1) {
+        /* tile i + stages - 1 goes where tile i - 1 was: slot cur - 1 */
+        if (i + stages - 1 < count) fetch(i + stages - 1, cur == 0 ? stages - 1 : cur - 1);
         lr_commit();
         lr_wait(stages);
         __syncwarp();
-        bf16 *slot = ring + (i % stages) * SLOT;
+        bf16 *slot = ring + cur * SLOT;
         /* U's A fragments */
         uint32_t a[KS][4];
         const bf16 *ut = slot + 16 * LR_LDS + g * LDU + 2 * c;
@@ -303,7 +315,8 @@ int cuda_lowrank(dorac_backend *be, const dorac_tensor *C, const dorac_tensor *U
                  bool v_trans, double alpha, double beta, const dorac_tensor *scale, const dorac_tensor *bias) {
     int64_t M = C->rows, N = C->cols, r = U->cols;
     if (M == 0 || N == 0) return DORAC_OK;
-    bool has_scale = scale && scale->data, has_bias = bias && bias->data, b = beta != 0.0;
+    /* beta as the kernel sees it: one that rounds to 0.0f reads nothing */
+    bool has_scale = scale && scale->data, has_bias = bias && bias->data, b = (float)beta != 0.0f;
     lowrank_fn fn = r == 8    ? pick<1>(b, has_scale, has_bias)
                     : r == 16 ? pick<2>(b, has_scale, has_bias)
                     : r == 24 ? pick<3>(b, has_scale, has_bias)
@@ -316,7 +329,11 @@ int cuda_lowrank(dorac_backend *be, const dorac_tensor *C, const dorac_tensor *U
     /* one wave of resident blocks, each warp looping over its share of the
     ** row tiles */
     int dev = 0, sms = 132, per_sm = 4;
-    if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) !=
+                                                     cudaSuccess) {
+        sms = 132;
+        (void)cudaGetLastError(); /* tolerated: not a launch failure */
+    }
     int stages = lr_stages();
     size_t smem = lr_smem_bytes((int)(r / 8), stages);
     if (smem > 48 * 1024)
@@ -324,10 +341,13 @@ int cuda_lowrank(dorac_backend *be, const dorac_tensor *C, const dorac_tensor *U
                                                    (int)smem),
                               "lowrank", "shared memory limit"));
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, LR_WARPS * 32, smem) != cudaSuccess ||
-        per_sm < 1)
+        per_sm < 1) {
         per_sm = 1;
+        (void)cudaGetLastError();
+    }
+    /* blocks per column strip, rounded down: no second partial wave */
     int64_t strips = (N + LR_COLS - 1) / LR_COLS, tiles = (M + 15) / 16;
-    int64_t per_strip = ((int64_t)sms * per_sm + strips - 1) / strips; /* blocks per column strip */
+    int64_t per_strip = (int64_t)sms * per_sm / strips;
     int64_t need = (tiles + LR_WARPS - 1) / LR_WARPS;
     int64_t gy = per_strip < 1 ? 1 : per_strip;
     if (gy > need) gy = need;
