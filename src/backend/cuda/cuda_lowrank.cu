@@ -4,37 +4,40 @@
 **
 **     C (M,N) = scale[n] * (beta C + alpha U op(V)) + bias[n]
 **
-** U (M,r) BF16, op(V) (r,N) of any float type, r in 8, 16, 24, 32. Two callers: the
-** adapter's up-projection with DoRA's epilogue, y = g ⊙ (h + s u B^T) + b
-** (cuda_lora_up_scale.cu), and gemm with K <= 32 (cuda_gemm.cu), which is
-** the adapter's input gradient dx += du A.
+** U (M,r) BF16, op(V) (r,N) of any float type, r in 8, 16, 24, 32. Two
+** callers: the adapter's up-projection with DoRA's epilogue,
+** y = g ⊙ (h + s u B^T) + b (cuda_lora_up_scale.cu), and gemm with K = r
+** into a BF16 C (cuda_gemm.cu), which is the adapter's input gradient
+** dx += du A.
 **
 ** Why a kernel of its own: with r = 16 the arithmetic is nothing and the
-** cost is reading and writing C. cuBLAS gives such a product its big-GEMM
-** tiles (256 x 128, one block an SM), so each block waits for its C tile,
-** does one MMA and writes it back: under ncu, dx += du A took 5.8 ms per 2
-** steps of 4 Llama-1B layers, about 5x C's bytes at the memory bandwidth,
-** and the fp32-core lora_up_scale kernel 5.07 ms (issue bound: r FMAs and a
-** shared-memory read per element).
+** cost is reading and writing C. The fp32-core lora_up_scale kernel was
+** issue bound (r FMAs and a shared-memory read per element): 5.07 ms per 2
+** steps of 4 Llama-1B layers under ncu, against 2.3 here. cuBLAS runs
+** dx += du A with its big-GEMM tiles at about 2.3-3.4 TB/s; at real clocks
+** this pass matches it at width 2048 and takes 21-36% less time at 512 and
+** 8192 (bench/bench_lowrank.c, docs/PERF.md); under ncu's locked clocks the
+** two are even (1.9 and 1.8 ms for the 56 calls).
 **
 ** Layout. A block of LR_WARPS warps owns LR_COLS columns; each warp takes
 ** every (gridDim.y * LR_WARPS)-th tile of 16 rows of them, and the grid is
 ** one wave of resident blocks. A warp keeps its columns of op(V) in
 ** registers as mma B fragments for its whole life. Tiles of C and U travel
-** through the warp's own ring of `stages` shared-memory slots (lr_stages): cp.async
-** brings tile i + stages - 1 (16-byte pieces of whole rows: coalesced)
-** while tile i is computed, ldmatrix turns the C tile into accumulator
+** through the warp's own ring of `stages` shared-memory slots
+** (lr_stages): cp.async brings tile i + stages - 1 (16-byte pieces of whole
+** rows: coalesced) while tile i is computed, ldmatrix turns the C tile into accumulator
 ** fragments, stmatrix puts the results back, and 16-byte stores write the
 ** rows out. Every per-tile address is a lane constant plus the tile's row
 ** offset, r = 8 R8 is a template parameter, and nothing is divided in the
 ** loop: the pass is bound by instruction issue otherwise.
 **
-** History (ncu, 2 steps of 4 Llama-1B layers, all 56 up-projections):
-** loading C straight into fragments (4 bytes a lane, 8 rows an instruction)
-** ran at about 2.6 TB/s for the up-projection and 1.6 for dx += du A
-** (cuBLAS: 2.9), then a first ring with 64-bit address arithmetic and
-** divisions per piece issued about 580 instructions per 16 x 64 tile and
-** was slower still.
+** History (ncu, 2 steps of 4 Llama-1B layers): loading C straight into
+** fragments (4 bytes a lane, 8 rows an instruction) ran at about 2.6 TB/s
+** for the up-projection and 1.6 for dx += du A, issuing about 580
+** instructions per 16 x 64 tile; a first ring with 64-bit address
+** arithmetic and a division per piece was slower still. Resident warps
+** matter more than the ring's depth: with 64 registers (8 blocks an SM)
+** depth 2 beats 3 and 4 by 10-20% at widths 2048 and 8192.
 **
 ** Needs sm_90 (stmatrix), which is what the build targets. Overlapping C
 ** with U or V is not allowed (as for cuBLAS); gemm sends no call whose C
