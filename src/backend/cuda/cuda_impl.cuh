@@ -84,6 +84,10 @@ typedef struct cuda_context {
     size_t alloc_cap; /* power of two */
     size_t alloc_used;
     dorac_mem_stats stats;
+    /* cuda_lowrank.cu's launch shape: the device's SM count and, per kernel
+    ** variant, resident blocks an SM (0: not yet asked, attributes unset) */
+    int sm_count;
+    int lowrank_blocks[32];
 } cuda_context;
 
 static inline cuda_context *cuda_ctx(dorac_backend *be) { return (cuda_context *)be->context; }

@@ -304,14 +304,41 @@ static __global__ void __launch_bounds__(LR_WARPS * 32, R8 <= 2 ? 8 : 4)
 typedef void (*lowrank_fn)(bf16 *, int64_t, const bf16 *, int64_t, cuda_view, bool, int, int64_t, float, float,
                            cuda_view, cuda_view, int);
 
-template <int R8> static lowrank_fn pick(bool beta, bool scale, bool bias) {
+/* variant: beta 4 + scale 2 + bias 1 */
+template <int R8> static lowrank_fn pick(int variant) {
     static const lowrank_fn fns[8] = {
         lowrank_kernel<R8, false, false, false>, lowrank_kernel<R8, false, false, true>,
         lowrank_kernel<R8, false, true, false>,  lowrank_kernel<R8, false, true, true>,
         lowrank_kernel<R8, true, false, false>,  lowrank_kernel<R8, true, false, true>,
         lowrank_kernel<R8, true, true, false>,   lowrank_kernel<R8, true, true, true>,
     };
-    return fns[(beta ? 4 : 0) + (scale ? 2 : 0) + (bias ? 1 : 0)];
+    return fns[variant];
+}
+
+/* Resident blocks an SM of fn at smem bytes, into *per_sm: asked once per
+** backend and variant (slot), when fn's attributes are also set: the
+** largest shared-memory carveout, so that the driver does not size it for
+** fewer blocks than the registers allow, and the dynamic limit past 48 KiB.
+** A failed occupancy query counts one block. */
+static int blocks_per_sm(cuda_context *ctx, int slot, lowrank_fn fn, size_t smem, int *per_sm) {
+    if (ctx->lowrank_blocks[slot] > 0) {
+        *per_sm = ctx->lowrank_blocks[slot];
+        return DORAC_OK;
+    }
+    DORAC_TRY(cuda_status(cudaFuncSetAttribute((const void *)fn, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                               (int)cudaSharedmemCarveoutMaxShared),
+                          "lowrank", "shared memory carveout"));
+    if (smem > 48 * 1024)
+        DORAC_TRY(cuda_status(cudaFuncSetAttribute((const void *)fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                   (int)smem),
+                              "lowrank", "shared memory limit"));
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, fn, LR_WARPS * 32, smem) != cudaSuccess || n < 1) {
+        n = 1;
+        (void)cudaGetLastError(); /* tolerated: not a launch failure */
+    }
+    *per_sm = ctx->lowrank_blocks[slot] = n;
+    return DORAC_OK;
 }
 
 int cuda_lowrank(dorac_backend *be, const dorac_tensor *C, const dorac_tensor *U, const dorac_tensor *V,
@@ -319,38 +346,23 @@ int cuda_lowrank(dorac_backend *be, const dorac_tensor *C, const dorac_tensor *U
     int64_t M = C->rows, N = C->cols, r = U->cols;
     if (M == 0 || N == 0) return DORAC_OK;
     /* beta as the kernel sees it: one that rounds to 0.0f reads nothing */
-    bool has_scale = scale && scale->data, has_bias = bias && bias->data, b = (float)beta != 0.0f;
-    lowrank_fn fn = r == 8    ? pick<1>(b, has_scale, has_bias)
-                    : r == 16 ? pick<2>(b, has_scale, has_bias)
-                    : r == 24 ? pick<3>(b, has_scale, has_bias)
-                              : pick<4>(b, has_scale, has_bias);
-    /* the largest shared-memory carveout, so that the driver does not size
-    ** the carveout for fewer blocks than the registers allow */
-    DORAC_TRY(cuda_status(cudaFuncSetAttribute((const void *)fn, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                               (int)cudaSharedmemCarveoutMaxShared),
-                          "lowrank", "shared memory carveout"));
-    /* one wave of resident blocks, each warp looping over its share of the
-    ** row tiles */
-    int dev = 0, sms = 132, per_sm = 4;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) !=
-                                                     cudaSuccess) {
-        sms = 132;
+    bool has_scale = scale && scale->data, has_bias = bias && bias->data;
+    int variant = ((float)beta != 0.0f ? 4 : 0) + (has_scale ? 2 : 0) + (has_bias ? 1 : 0), R8 = (int)(r / 8);
+    lowrank_fn fn = R8 == 1 ? pick<1>(variant) : R8 == 2 ? pick<2>(variant) : R8 == 3 ? pick<3>(variant) : pick<4>(variant);
+    cuda_context *ctx = cuda_ctx(be);
+    if (ctx->sm_count < 1 &&
+        cudaDeviceGetAttribute(&ctx->sm_count, cudaDevAttrMultiProcessorCount, ctx->device) != cudaSuccess) {
+        ctx->sm_count = 132;
         (void)cudaGetLastError(); /* tolerated: not a launch failure */
     }
-    int stages = lr_stages();
-    size_t smem = lr_smem_bytes((int)(r / 8), stages);
-    if (smem > 48 * 1024)
-        DORAC_TRY(cuda_status(cudaFuncSetAttribute((const void *)fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                   (int)smem),
-                              "lowrank", "shared memory limit"));
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, LR_WARPS * 32, smem) != cudaSuccess ||
-        per_sm < 1) {
-        per_sm = 1;
-        (void)cudaGetLastError();
-    }
+    /* one wave of resident blocks, each warp looping over its share of the
+    ** row tiles */
+    int stages = lr_stages(), per_sm;
+    size_t smem = lr_smem_bytes(R8, stages);
+    DORAC_TRY(blocks_per_sm(ctx, (R8 - 1) * 8 + variant, fn, smem, &per_sm));
     /* blocks per column strip, rounded down: no second partial wave */
     int64_t strips = (N + LR_COLS - 1) / LR_COLS, tiles = (M + 15) / 16;
-    int64_t per_strip = (int64_t)sms * per_sm / strips;
+    int64_t per_strip = (int64_t)ctx->sm_count * per_sm / strips;
     int64_t need = (tiles + LR_WARPS - 1) / LR_WARPS;
     int64_t gy = per_strip < 1 ? 1 : per_strip;
     if (gy > need) gy = need;
