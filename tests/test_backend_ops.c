@@ -629,6 +629,19 @@ static void gemm_cases(dorac_backend *cpu, dorac_backend *dev) {
     /* a larger product, where cuBLAS picks other kernels */
     gemm_case(cpu, dev, 256, 192, 320, false, true, 0.0, ROLE_ACT, ROLE_WEIGHT, ROLE_ACT, false);
     gemm_case(cpu, dev, 320, 8, 256, true, false, 1.0, ROLE_ACT, ROLE_ACT, ROLE_PARAM, true);
+    /* one size of at least 128 that is not a multiple of 8 (GPT-2's
+    ** vocabulary, 50257): the device runs the product as two, a
+    ** multiple-of-64 part and the rest (cuda_gemm.cu); N, M, K in turn, then
+    ** all three, every transpose, into BF16 and F32 */
+    static const int64_t odd[][3] = {{64, 203, 96}, {131, 72, 64}, {72, 64, 1035}, {257, 1001, 771}};
+    for (int s = 0; s < 4; s++)
+        for (int t = 0; t < 4; t++) {
+            bool ta = t & 1, tb = t >> 1;
+            gemm_case(cpu, dev, odd[s][0], odd[s][1], odd[s][2], ta, tb, t == 1 || t == 2 ? 0.5 : 0.0, ROLE_ACT,
+                      ROLE_WEIGHT, ROLE_ACT, false);
+            gemm_case(cpu, dev, odd[s][0], odd[s][1], odd[s][2], ta, tb, t == 0 ? 1.0 : 0.0, ROLE_ACT, ROLE_ACT,
+                      ROLE_PARAM, true);
+        }
     /* A A^T of one F32 view (DoRA's G) */
     static const int64_t grams[][2] = {{4, 64}, {16, 2048}, {7, 1000}, {32, 300}, {33, 40}};
     for (int g = 0; g < 5; g++)

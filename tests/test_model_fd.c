@@ -56,10 +56,13 @@ static double loss_of(dorac_model *m, const dorac_batch *b) {
     return rc ? NAN : r.loss_sum;
 }
 
-static void check(const char *name, dorac_model_config cfg, dorac_method method, int norm_grad) {
+/* head_chunk: rows per lm_head chunk (0: the default, one chunk here) */
+static void check(const char *name, dorac_model_config cfg, dorac_method method, int norm_grad,
+                  int64_t head_chunk) {
     dorac_backend *be = dorac_backend_cpu64_create((dorac_cpu_params){0});
     dorac_model *m;
     CHECK_OK(dorac_model_create(&m, be, &cfg));
+    CHECK_OK(dorac_model_set_head_chunk(m, head_chunk));
     CHECK_OK(dorac_model_init_random(m, 5));
     /* larger weights than init so that attention is far from uniform */
     for (size_t i = 0; i < dorac_model_n_params(m); i++) {
@@ -145,13 +148,24 @@ static void check(const char *name, dorac_model_config cfg, dorac_method method,
 
 int main(void) {
     const int E = DORAC_NORM_GRAD_EXACT;
-    check("llama gqa llama3-rope qkv-bias full", tiny_llama(false, DORAC_MODEL_ROPE_LLAMA3), DORAC_METHOD_FULL, E);
-    check("llama tied linear-rope full", tiny_llama(true, DORAC_MODEL_ROPE_LINEAR), DORAC_METHOD_FULL, E);
-    check("gpt2 full", tiny_gpt2(), DORAC_METHOD_FULL, E);
-    check("llama lora", tiny_llama(false, DORAC_MODEL_ROPE_LLAMA3), DORAC_METHOD_LORA, E);
-    check("llama tied dora exact", tiny_llama(true, DORAC_MODEL_ROPE_DEFAULT), DORAC_METHOD_DORA, E);
-    check("qwen2-like dora exact", tiny_llama(false, DORAC_MODEL_ROPE_LLAMA3), DORAC_METHOD_DORA, E);
-    check("gpt2 lora", tiny_gpt2(), DORAC_METHOD_LORA, E);
-    check("gpt2 dora exact", tiny_gpt2(), DORAC_METHOD_DORA, E);
+    /* three of them with the head in chunks of 3 rows (3, 3, 3, 1) */
+    check("llama gqa llama3-rope qkv-bias full", tiny_llama(false, DORAC_MODEL_ROPE_LLAMA3), DORAC_METHOD_FULL, E, 0);
+    check("llama tied linear-rope full", tiny_llama(true, DORAC_MODEL_ROPE_LINEAR), DORAC_METHOD_FULL, E, 0);
+    check("gpt2 full, head chunks", tiny_gpt2(), DORAC_METHOD_FULL, E, 3);
+    check("llama lora, head chunks", tiny_llama(false, DORAC_MODEL_ROPE_LLAMA3), DORAC_METHOD_LORA, E, 3);
+    check("llama tied dora exact", tiny_llama(true, DORAC_MODEL_ROPE_DEFAULT), DORAC_METHOD_DORA, E, 0);
+    check("qwen2-like dora exact", tiny_llama(false, DORAC_MODEL_ROPE_LLAMA3), DORAC_METHOD_DORA, E, 0);
+    check("gpt2 lora", tiny_gpt2(), DORAC_METHOD_LORA, E, 0);
+    check("gpt2 dora exact", tiny_gpt2(), DORAC_METHOD_DORA, E, 0);
+    check("gpt2 dora exact, head chunks", tiny_gpt2(), DORAC_METHOD_DORA, E, 3);
+    {
+        dorac_backend *be = dorac_backend_cpu64_create((dorac_cpu_params){0});
+        dorac_model *m;
+        dorac_model_config cfg = tiny_gpt2();
+        CHECK_OK(dorac_model_create(&m, be, &cfg));
+        CHECK(dorac_model_set_head_chunk(m, -1) == DORAC_E_INVALID);
+        dorac_model_free(m);
+        dorac_backend_destroy(be);
+    }
     return test_report();
 }

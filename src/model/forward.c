@@ -74,6 +74,17 @@ static void alloc_t(allocator *al, dorac_tensor *t, dorac_dtype type, int64_t ro
     al->rc = dorac_tensor_alloc(al->be, t, type, rows, cols, what);
 }
 
+/* A (rows, cols) view whose rows start every round_up(cols, 64) elements:
+** the vocabulary-wide logits, so that each row of a product into them (or
+** out of them) starts 128-byte aligned whatever the vocabulary size (GPT-2's
+** 50257), as the GPU's fast GEMM kernels require. */
+static void alloc_padded(allocator *al, dorac_tensor *t, dorac_dtype type, int64_t rows, int64_t cols,
+                         const char *what) {
+    int64_t ld = cols <= INT64_MAX - 63 ? (cols + 63) / 64 * 64 : cols;
+    alloc_t(al, t, type, rows, ld, what);
+    if (t->data) t->cols = cols;
+}
+
 static void alloc_block(dorac_model *m, allocator *al, block_acts *b, int64_t l) {
     const dorac_model_config *c = &m->cfg;
     dorac_dtype at = m->be->act_type, pt = m->be->param_type;
@@ -157,13 +168,16 @@ static int acts_ensure(dorac_model *m, int64_t B, int64_t T, bool train) {
     alloc_t(&al, &a->lnf, at, N, C, "final norm");
     alloc_t(&al, &a->lnf_mean, pt, 1, N, "final norm mean");
     alloc_t(&al, &a->lnf_rstd, pt, 1, N, "final norm rstd");
-    int64_t chunk = N < DORAC_MODEL_HEAD_CHUNK ? N : DORAC_MODEL_HEAD_CHUNK;
-    alloc_t(&al, &a->logits, at, chunk, V, "logits chunk");
+    int64_t chunk = DORAC_MODEL_HEAD_ELEMS / ((V + 63) / 64 * 64);
+    chunk = chunk < DORAC_MODEL_HEAD_CHUNK ? DORAC_MODEL_HEAD_CHUNK : chunk / DORAC_MODEL_HEAD_CHUNK * DORAC_MODEL_HEAD_CHUNK;
+    if (m->head_chunk > 0) chunk = m->head_chunk;
+    if (chunk > N) chunk = N;
+    alloc_padded(&al, &a->logits, at, chunk, V, "logits chunk");
     alloc_t(&al, &a->loss, pt, 1, N, "token losses"); /* read back once per pass, not per chunk */
     if (dorac_linear_has_adapter(&m->head->L)) alloc_t(&al, &a->u_head, at, chunk, m->head->L.cfg.rank, "head u");
     if (train) {
         bool gpt2 = c->family == DORAC_FAMILY_GPT2;
-        alloc_t(&al, &a->dlogits, at, chunk, V, "dlogits chunk");
+        alloc_padded(&al, &a->dlogits, at, chunk, V, "dlogits chunk");
         alloc_t(&al, &a->dlnf, at, N, C, "d final norm");
         alloc_t(&al, &a->dres, at, N, C, "d residual");
         alloc_t(&al, &a->dln, at, N, C, "d norm");
@@ -184,6 +198,13 @@ static int acts_ensure(dorac_model *m, int64_t B, int64_t T, bool train) {
         dorac_model_acts_free(m);
         return dorac_error_prefix(al.rc, "model activations for B=%lld T=%lld", (long long)B, (long long)T);
     }
+    return DORAC_OK;
+}
+
+int dorac_model_set_head_chunk(dorac_model *m, int64_t rows) {
+    if (rows < 0) return dorac_error(DORAC_E_INVALID, "model: head chunk of %lld rows", (long long)rows);
+    if (rows != m->head_chunk) dorac_model_acts_free(m);
+    m->head_chunk = rows;
     return DORAC_OK;
 }
 

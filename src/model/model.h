@@ -25,8 +25,13 @@
 ** each adapted linear its (N, r) input projection: about
 ** (6C + 2(H+2KV)D + 3I) floats per row per layer, so memory grows as
 ** B·T·layers. Inference (train = false) keeps one layer's worth, reused.
-** The lm_head and cross-entropy run over chunks of DORAC_MODEL_HEAD_CHUNK
-** rows, so (N, V) logits are never held at once.
+** The lm_head and cross-entropy run over chunks of rows, so (N, V) logits
+** are never held at once: DORAC_MODEL_HEAD_CHUNK rows, or more (a multiple
+** of it) while a chunk of logits stays within DORAC_MODEL_HEAD_ELEMS
+** elements, so that a small vocabulary gets products of more rows (1280 for
+** GPT-2's 50257, 512 for Llama-3's 128256). The count does not depend on
+** the backend, so that the head adapter's dropout masks (seeded per chunk)
+** are the same on every backend.
 */
 #ifndef DORAC_MODEL_H
 #define DORAC_MODEL_H
@@ -38,6 +43,7 @@
 #include "backend/backend.h"
 
 #define DORAC_MODEL_HEAD_CHUNK 256
+#define DORAC_MODEL_HEAD_ELEMS ((int64_t)64 << 20)
 
 typedef enum dorac_family { DORAC_FAMILY_LLAMA = 0, DORAC_FAMILY_GPT2 = 1 } dorac_family;
 
@@ -222,6 +228,10 @@ typedef struct dorac_forward_result {
 ** dropout masks (adapters with dropout > 0, train only). */
 int dorac_model_forward(dorac_model *m, const dorac_batch *batch, bool train, double grad_scale,
                         uint64_t dropout_seed, dorac_forward_result *res, float *logits_out);
+
+/* Rows per lm_head chunk (see Memory above): rows >= 1, or 0 for the
+** default. For tests of the chunked head; frees the held activations. */
+int dorac_model_set_head_chunk(dorac_model *m, int64_t rows);
 
 /* Backward through every block after a train forward; accumulates into the
 ** trainable gradients. */

@@ -60,6 +60,7 @@ struct dorac_model {
     dorac_model_linear *head;
     dorac_tensor rope_cos, rope_sin; /* (max_positions, D/2), Llama family */
     model_acts acts;
+    int64_t head_chunk; /* rows per lm_head chunk; 0: the default (model.h) */
 };
 
 /* rope.c: fills m->rope_cos / rope_sin from the config. */

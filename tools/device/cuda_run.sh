@@ -7,10 +7,10 @@
 # Binaries are built here (no GPU needed to compile) and carried:
 #   bash tools/device/prepare.sh          # builds .devbin/, fills .deps/ and .devbench/
 #   device run: carry [.devbin, .devrt, .devbench], command:
-#     bash tools/device/cuda_run.sh check bench   (also: benchq, cli, dist, lowrank, ncu, ncu_detail, profile)
+#     bash tools/device/cuda_run.sh check bench   (also: benchq, cli, dist, lowrank, ncu, ncu_detail, profile, scale, blocking)
 # Logs land in $OUT (check.log, ops.log, model.log, demo.log, bench.log, kernels_ncu.txt (ncu),
-# peft_bench.jsonl, dorac_bench.jsonl, and with `profile` kernels.txt: the
-# GPU time per kernel of 6 DoRA steps on the Llama-1B shape, from nsys).
+# peft_bench.jsonl, dorac_bench.jsonl, and with `profile`
+# profile_<arch>.txt: where a DoRA step's wall time goes, from nsys).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/dorac-out}
@@ -237,14 +237,61 @@ if want ncu_detail && command -v ncu >/dev/null; then
   echo "ncu_detail rc=$? lines $(wc -l < "$OUT/ncu_detail.txt")"
 fi
 
-if want profile && command -v nsys >/dev/null && [ -d /tmp/models/llama1b ]; then
-  for method in dora lora; do
-    rm -rf /tmp/run /tmp/prof.*
-    timeout 150 nsys profile -o /tmp/prof -t cuda --force-overwrite true $BIN/dorac train \
-      --model /tmp/models/llama1b --data /tmp/ids_llama1b.jsonl --out /tmp/run --method $method --rank 16 \
-      --alpha 32 --targets all-linear --batch-size 4 --seq-len 2048 --no-pack --long truncate --steps 6 \
-      --warmup 0 --lr 1e-4 --device cuda > /dev/null 2>&1
-    echo "== $method: GPU time by kernel, 6 steps + load (nsys) ==" >> "$OUT/kernels.txt"
-    nsys stats -r cuda_gpu_kern_sum -f csv /tmp/prof.nsys-rep 2>/dev/null | head -30 >> "$OUT/kernels.txt"
+if want scale; then
+  # GPT-2 DoRA at B = 2, 4, 8, 16 (T = 1024): step time against tokens, whose
+  # intercept is the step's cost that does not grow with the batch (launches,
+  # host work, waits)
+  [ -s /tmp/ids_gpt2.jsonl ] || make_bench_ids
+  model=/tmp/models/gpt2; [ -d $model ] || model=/tmp/rq_gpt2/model
+  for B in 2 4 8 16; do bench_one gpt2 dora $B 1024 c_attn,c_proj,c_fc --model $model; done
+fi
+
+if want blocking; then
+  # GPT-2 LoRA and DoRA with every launch waited for (CUDA_LAUNCH_BLOCKING):
+  # the step then takes the host's time plus the GPU's, so that with the
+  # GPU's own (profile) the host's work per step follows (blocking.jsonl)
+  [ -s /tmp/ids_gpt2.jsonl ] || make_bench_ids
+  model=/tmp/models/gpt2; [ -d $model ] || model=/tmp/rq_gpt2/model
+  for method in lora dora; do
+    CUDA_LAUNCH_BLOCKING=1 bench_one gpt2 $method 8 1024 c_attn,c_proj,c_fc --model $model
+    tail -n 1 "$OUT/dorac_bench.jsonl" | sed 's/^{/{"blocking": 1, /' >> "$OUT/blocking.jsonl"
+  done
+fi
+
+if want profile; then
+  # where a step's wall time goes (profile_<arch>.txt, bench/nsys_steps.py):
+  # GPU busy against wall per step, idle gaps and the host calls during
+  # them, API calls and kernels per step; 8 DoRA steps of each benchmark
+  # shape, on the models `bench` (or `benchq`) made
+  NSYS=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys \
+    /usr/local/cuda/nsight-systems*/bin/nsys 2>/dev/null | head -1)
+  [ -z "$NSYS" ] && [ ! -s /tmp/ids_gpt2.jsonl ] && make_bench_ids
+  for spec in "${BENCH_SPECS[@]}"; do
+    set -- $spec
+    case " ${PROFILE_ARCHS:-gpt2 llama1b} " in *" $1 "*) ;; *) continue ;; esac  # PROFILE_ARCHS: which shapes
+    model=/tmp/models/$1; [ -d $model ] || model=/tmp/rq_$1/model
+    [ -d $model ] || { echo "profile: no $1 model (run bench or benchq first)"; continue; }
+    run_args=(train --model $model --data /tmp/ids_$1.jsonl --out /tmp/run --method dora --rank 16 --alpha 32
+      --targets $4 --batch-size $2 --seq-len $3 --no-pack --long truncate --warmup 0 --lr 1e-4 --device cuda)
+    rm -rf /tmp/run /tmp/prof_$1.*
+    if [ -n "$NSYS" ]; then
+      timeout 200 $NSYS profile -t cuda -o /tmp/prof_$1 --force-overwrite true $BIN/dorac "${run_args[@]}" \
+        --steps 8 > /tmp/nsys_$1.log 2>&1
+      echo "nsys $1 rc=$?"
+      timeout 120 $NSYS export --type sqlite --force-overwrite true -o /tmp/prof_$1.sqlite /tmp/prof_$1.nsys-rep \
+        >> /tmp/nsys_$1.log 2>&1
+      python3 bench/nsys_steps.py /tmp/prof_$1.sqlite 4 > "$OUT/profile_$1.txt" 2>&1 || tail -5 /tmp/nsys_$1.log
+      head -8 "$OUT/profile_$1.txt"
+    else
+      # no nsys on the machine: each kernel's time at the GPU's own clocks
+      # and a warm L2 (ncu serialises kernels, so the sum is the GPU's busy
+      # time), per optimizer step
+      echo "profile: no nsys; ncu kernel times per step instead"
+      timeout 240 ncu --csv --print-units base --cache-control none --clock-control none \
+        --metrics gpu__time_duration.sum $BIN/dorac "${run_args[@]}" --steps 3 --log-every 1 \
+        2>/dev/null | grep '^"' > /tmp/ncu_p$1.csv
+      python3 bench/ncu_steps.py /tmp/ncu_p$1.csv > "$OUT/profile_$1.txt"
+      head -5 "$OUT/profile_$1.txt"
+    fi
   done
 fi

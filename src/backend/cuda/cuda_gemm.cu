@@ -17,7 +17,13 @@
 ** nothing here). This is the autocast rule: an adapter's F32 A or B meets
 ** BF16 activations in BF16, as PyTorch's autocast does, and accumulates in
 ** fp32. beta == 0 ignores C's contents (NaN included), as cuBLAS does.
+** A BF16 product with a size that is not a multiple of 8 runs as two
+** (gemm_split_unaligned; DORAC_GEMM_NOSPLIT, set, turns this off, for the
+** benchmark and the tests).
 */
+#include <stdlib.h>
+#include <string.h>
+
 #include "backend/cuda/cuda_impl.cuh"
 
 static cudaDataType_t cuda_type(dorac_dtype t) {
@@ -52,6 +58,70 @@ static int to_bf16(dorac_backend *be, int slot, const dorac_tensor *t, dorac_ten
     return CUDA_OP(copy)(be, out, t);
 }
 
+/* DORAC_GEMM_NOSPLIT set (and not "0"): no gemm_split_unaligned. Read once. */
+static bool gemm_nosplit(void) {
+    static int off = -1;
+    if (off < 0) {
+        const char *e = getenv("DORAC_GEMM_NOSPLIT");
+        off = e && *e && strcmp(e, "0") != 0;
+    }
+    return off != 0;
+}
+
+/* Columns [c0, c0+n) of t, and rows [r0, r0+n) of t. */
+static dorac_tensor cols_of(const dorac_tensor *t, int64_t c0, int64_t n) {
+    dorac_tensor v = *t;
+    v.data = (char *)t->data + (size_t)c0 * dorac_dtype_size(t->type);
+    v.cols = n;
+    return v;
+}
+
+static dorac_tensor rows_of(const dorac_tensor *t, int64_t r0, int64_t n) {
+    return dorac_tensor_rows(t, r0, n);
+}
+
+/* Splits a tensor-core product one of whose sizes is not a multiple of 8
+** into the largest multiple-of-64 part and the rest (fewer than 64), each a
+** product of its own. cuBLAS runs such products on sm75-era kernels, about
+** 3x slower on an H200 than its sm90 ones (measured: GPT-2's lm_head over
+** 50257 columns, 214 and 157 us a 256-row chunk, forward and backward):
+** sizes of multiples of 64, with the row starts kept 16-byte aligned, get
+** the fast kernels. N and M splits compute each element in one product as
+** before; a K split adds the rest to the first part's result (beta 1), one
+** more rounding of C when C is BF16. *split is false when nothing is split. */
+static int gemm_split_unaligned(dorac_backend *be, const dorac_tensor *C, const dorac_tensor *A, bool trans_a,
+                                const dorac_tensor *B, bool trans_b, int64_t M, int64_t N, int64_t K,
+                                double alpha, double beta, bool *split) {
+    *split = true;
+    if (N >= 128 && N % 8) {
+        int64_t n0 = N & ~(int64_t)63;
+        dorac_tensor c0 = cols_of(C, 0, n0), c1 = cols_of(C, n0, N - n0);
+        dorac_tensor b0 = trans_b ? rows_of(B, 0, n0) : cols_of(B, 0, n0);
+        dorac_tensor b1 = trans_b ? rows_of(B, n0, N - n0) : cols_of(B, n0, N - n0);
+        DORAC_TRY(CUDA_OP(gemm)(be, &c0, A, trans_a, &b0, trans_b, alpha, beta));
+        return CUDA_OP(gemm)(be, &c1, A, trans_a, &b1, trans_b, alpha, beta);
+    }
+    if (M >= 128 && M % 8) {
+        int64_t m0 = M & ~(int64_t)63;
+        dorac_tensor c0 = rows_of(C, 0, m0), c1 = rows_of(C, m0, M - m0);
+        dorac_tensor a0 = trans_a ? cols_of(A, 0, m0) : rows_of(A, 0, m0);
+        dorac_tensor a1 = trans_a ? cols_of(A, m0, M - m0) : rows_of(A, m0, M - m0);
+        DORAC_TRY(CUDA_OP(gemm)(be, &c0, &a0, trans_a, B, trans_b, alpha, beta));
+        return CUDA_OP(gemm)(be, &c1, &a1, trans_a, B, trans_b, alpha, beta);
+    }
+    if (K >= 128 && K % 8) {
+        int64_t k0 = K & ~(int64_t)63;
+        dorac_tensor a0 = trans_a ? rows_of(A, 0, k0) : cols_of(A, 0, k0);
+        dorac_tensor a1 = trans_a ? rows_of(A, k0, K - k0) : cols_of(A, k0, K - k0);
+        dorac_tensor b0 = trans_b ? cols_of(B, 0, k0) : rows_of(B, 0, k0);
+        dorac_tensor b1 = trans_b ? cols_of(B, k0, K - k0) : rows_of(B, k0, K - k0);
+        DORAC_TRY(CUDA_OP(gemm)(be, C, &a0, trans_a, &b0, trans_b, alpha, beta));
+        return CUDA_OP(gemm)(be, C, &a1, trans_a, &b1, trans_b, alpha, 1.0);
+    }
+    *split = false;
+    return DORAC_OK;
+}
+
 extern "C" int CUDA_OP(gemm)(dorac_backend *be, const dorac_tensor *C, const dorac_tensor *A,
                              bool trans_a, const dorac_tensor *B, bool trans_b, double alpha,
                              double beta) {
@@ -78,6 +148,10 @@ extern "C" int CUDA_OP(gemm)(dorac_backend *be, const dorac_tensor *C, const dor
     if (!all_f32) {
         if (a.type != DORAC_DTYPE_BF16) DORAC_TRY(to_bf16(be, 0, A, &a));
         if (b.type != DORAC_DTYPE_BF16) DORAC_TRY(to_bf16(be, 1, B, &b));
+        bool split = false;
+        if (!gemm_nosplit())
+            DORAC_TRY(gemm_split_unaligned(be, C, &a, trans_a, &b, trans_b, M, N, K, alpha, beta, &split));
+        if (split) return DORAC_OK;
     }
     float alpha_f = (float)alpha, beta_f = (float)beta;
     cublasStatus_t s = cublasGemmEx(
