@@ -84,7 +84,7 @@
 
 /* Every entry of the struct has a case below. If this fires, an entry was
 ** added to backend.h: add its test case here, then the count. */
-_Static_assert((sizeof(dorac_backend) - offsetof(dorac_backend, destroy)) / sizeof(void (*)(void)) == 43,
+_Static_assert((sizeof(dorac_backend) - offsetof(dorac_backend, destroy)) / sizeof(void (*)(void)) == 44,
                "dorac_backend gained or lost an entry: update test_backend_ops.c");
 
 /* ---------------------------------------------------------------------- */
@@ -836,6 +836,110 @@ static void dropout_cases(dorac_backend *cpu, dorac_backend *dev) {
 /* DoRA                                                                   */
 /* ---------------------------------------------------------------------- */
 
+/* dora_norm_many's items, (out, in, r): the batched path's ranks 8, 16, 32
+** (several row blocks; in not a multiple of 256; K over 8 slices), rank 5
+** and rank 0 (the device runs those one by one), an item without g and m,
+** then 18 small rank-8 items, more than one device batch of 16. Packed:
+** item i takes columns [o_i, o_i + out) of n, g, c, m, rows [o_i, ...) of
+** B and P, rows [a_i, a_i + r) of A and G. */
+enum { NORM_MANY_ITEMS = 24 };
+static void norm_many_shape(int i, int64_t *out, int64_t *in, int64_t *r) {
+    static const int64_t first[6][3] = {{96, 64, 16}, {1001, 300, 8}, {130, 2100, 32}, {77, 50, 5}, {64, 64, 0}, {40, 64, 16}};
+    if (i < 6) *out = first[i][0], *in = first[i][1], *r = first[i][2];
+    else *out = 8 + i, *in = 16 + i, *r = 8;
+}
+
+/* n, g, c, A, B, P, G, m as buffers 0..7, packed as above */
+static int run_dora_norm_many(dorac_backend *be, const dorac_tensor *t, const op_case *c) {
+    dorac_tensor v[NORM_MANY_ITEMS][8];
+    dorac_dora_norm_item items[NORM_MANY_ITEMS];
+    dorac_tensor none = dorac_tensor_none(be->param_type);
+    int64_t o = 0, a = 0;
+    for (int i = 0; i < NORM_MANY_ITEMS; i++) {
+        int64_t out, in, r;
+        norm_many_shape(i, &out, &in, &r);
+        dorac_tensor *w = v[i];
+        w[0] = cols_of(&t[0], o, out), w[1] = cols_of(&t[1], o, out), w[2] = cols_of(&t[2], o, out);
+        w[7] = cols_of(&t[7], o, out);
+        w[3] = dorac_tensor_rows(&t[3], a, r), w[3].cols = in;
+        w[4] = dorac_tensor_rows(&t[4], o, out), w[4].cols = r;
+        w[5] = dorac_tensor_rows(&t[5], o, out), w[5].cols = r;
+        w[6] = dorac_tensor_rows(&t[6], a, r), w[6].cols = r;
+        bool no_g = i == 5;
+        items[i] = (dorac_dora_norm_item){&w[0], no_g ? &none : &w[1], &w[2], r ? &w[3] : &none, r ? &w[4] : &none,
+                                          r ? &w[5] : &none, r ? &w[6] : &none, no_g ? &none : &w[7],
+                                          1.0 + 0.25 * i};
+        o += out, a += r;
+    }
+    /* item by item first, then the batch over the same buffers: the same bits */
+    const int outs[3] = {0, 1, 6};
+    float *before[3] = {NULL, NULL, NULL};
+    int rc = DORAC_OK;
+    for (int i = 0; i < NORM_MANY_ITEMS && !rc; i++) {
+        const dorac_dora_norm_item *it = &items[i];
+        if (it->A->data) rc = be->gemm(be, it->G, it->A, false, it->A, true, 1.0, 0.0);
+        if (!rc) rc = be->dora_norm(be, it->n, it->g, it->c, it->B, it->P, it->G, it->m, it->scale, c->floor_);
+    }
+    for (int k = 0; k < 3 && !rc; k++) {
+        const dorac_tensor *x = &t[outs[k]];
+        before[k] = malloc((size_t)(x->rows * x->cols) * sizeof(float));
+        rc = before[k] ? be->download(be, before[k], DORAC_DTYPE_F32, x) : DORAC_E_NOMEM;
+    }
+    if (!rc) rc = dorac_dora_norm_many(be, items, NORM_MANY_ITEMS, c->floor_);
+    for (int k = 0; k < 3 && !rc; k++) {
+        const dorac_tensor *x = &t[outs[k]];
+        size_t n = (size_t)(x->rows * x->cols);
+        float *after = malloc(n * sizeof(float));
+        rc = after ? be->download(be, after, DORAC_DTYPE_F32, x) : DORAC_E_NOMEM;
+        if (!rc && memcmp(after, before[k], n * sizeof(float)) != 0)
+            rc = dorac_error(DORAC_E_NUMERIC, "dora_norm_many: buffer %d differs from the item-by-item calls", outs[k]);
+        free(after);
+    }
+    for (int k = 0; k < 3; k++) free(before[k]);
+    return rc;
+}
+
+static void dora_norm_many_case(dorac_backend *cpu, dorac_backend *dev) {
+    int64_t sum_out = 0, sum_r = 0, max_in = 0;
+    for (int i = 0; i < NORM_MANY_ITEMS; i++) {
+        int64_t out, in, r;
+        norm_many_shape(i, &out, &in, &r);
+        sum_out += out, sum_r += r, max_in = in > max_in ? in : max_in;
+    }
+    const int64_t R = 32;
+    double *A = calloc((size_t)(sum_r * max_in), sizeof(double)), *cv = calloc((size_t)sum_out, sizeof(double));
+    double *P = calloc((size_t)(sum_out * R), sizeof(double));
+    int64_t o = 0, a = 0;
+    for (int i = 0; i < NORM_MANY_ITEMS; i++) {
+        int64_t out, in, r;
+        norm_many_shape(i, &out, &in, &r);
+        /* c and P from a W0 and this A, so that n^2 = ||W0 + sBA||^2 > 0 */
+        for (int64_t k = 0; k < r; k++)
+            for (int64_t j = 0; j < in; j++)
+                A[(a + k) * max_in + j] = (2 * dorac_rng_uniform_f64(92, (uint64_t)i, (uint64_t)(k * in + j)) - 1) / 8;
+        for (int64_t q = 0; q < out; q++)
+            for (int64_t j = 0; j < in; j++) {
+                double w = 2 * dorac_rng_uniform_f64(93, (uint64_t)i, (uint64_t)(q * in + j)) - 1;
+                cv[o + q] += w * w;
+                for (int64_t k = 0; k < r; k++) P[(o + q) * R + k] += w * A[(a + k) * max_in + j];
+            }
+        o += out, a += r;
+    }
+    op_case c = new_case("dora_norm_many", run_dora_norm_many);
+    c.floor_ = DORAC_DORA_NORM_SQ_FLOOR, c.determinism = true;
+    snprintf(c.shape, sizeof c.shape, "%d items, ranks 0-32, out 8-1001, in 16-2100", NORM_MANY_ITEMS);
+    add(&c, output("n", ROLE_PARAM, 1, sum_out, 0, sum_out, CLS_RED, false));
+    add(&c, output("g", ROLE_PARAM, 1, sum_out, 0, sum_out, CLS_RED, false));
+    add(&c, host_buf("c", ROLE_PARAM, 1, sum_out, cv));
+    add(&c, host_buf("A", ROLE_PARAM, sum_r, max_in, A));
+    add(&c, input("B", ROLE_PARAM, sum_out, R, -0.5, 0.5));
+    add(&c, host_buf("P", ROLE_PARAM, sum_out, R, P));
+    add(&c, output("G", ROLE_PARAM, sum_r, R, 0, R, CLS_GEMM, false));
+    add(&c, input("m", ROLE_PARAM, 1, sum_out, 0.5, 1.5));
+    run_case(cpu, dev, &c);
+    free(A), free(cv), free(P);
+}
+
 /* n, g, c, B, P, G, m as buffers 0..6 */
 static int run_dora_norm(dorac_backend *be, const dorac_tensor *t, const op_case *c) {
     return be->dora_norm(be, &t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6], c->scale, c->floor_);
@@ -1556,7 +1660,7 @@ static void check_entries(dorac_backend *dev) {
     for (size_t i = 0; i < n; i++)
         if (!entries[i].set) note("backend", entries[i].name, "entry is NULL", false);
     char msg[160];
-    snprintf(msg, sizeof msg, "%zu entries checked (+ the optional synchronize, fill_many, lora_up_scale, sum_squares_many, adamw_many, swiglu/gelu_backward_dora)", n);
+    snprintf(msg, sizeof msg, "%zu entries checked (+ the optional synchronize, fill_many, lora_up_scale, sum_squares_many, adamw_many, dora_norm_many, swiglu/gelu_backward_dora)", n);
     note("backend", dev->name, msg, true);
 }
 
@@ -1962,6 +2066,7 @@ int main(int argc, char **argv) {
     scale_rows_cases(cpu, dev);
     dropout_cases(cpu, dev);
     dora_norm_cases(cpu, dev);
+    dora_norm_many_case(cpu, dev);
     dora_scale_backward_cases(cpu, dev);
     dora_magnitude_backward_cases(cpu, dev);
     sum_squares_cases(cpu, dev);

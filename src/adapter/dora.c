@@ -36,6 +36,27 @@ int dorac_dora_update_norm(dorac_linear *L) {
                          DORAC_DORA_NORM_SQ_FLOOR);
 }
 
+int dorac_dora_update_norms(dorac_linear *const *Ls, size_t n) {
+    if (n == 0) return DORAC_OK;
+    dorac_backend *be = Ls[0]->be;
+    dorac_dora_norm_item *items = malloc(n * sizeof *items);
+    if (!items) return dorac_error(DORAC_E_NOMEM, "dora: out of memory for %zu norm updates", n);
+    dorac_tensor none = dorac_tensor_none(be->param_type);
+    int rc = DORAC_OK;
+    for (size_t i = 0; i < n && !rc; i++) {
+        dorac_linear *L = Ls[i];
+        const dorac_linear_tensors *t = &L->t;
+        bool r = L->cfg.rank > 0;
+        if (L->be != be) rc = dorac_error(DORAC_E_INVALID, "dora: norm updates on two backends");
+        if (!rc && r) rc = be->gemm(be, &L->P, &t->W, false, &t->A, true, 1.0, 0.0); /* P = W0 A^T */
+        items[i] = (dorac_dora_norm_item){&L->n, &L->g, &L->c, r ? &t->A : &none, r ? &t->B : &none,
+                                          r ? &L->P : &none, r ? &L->G : &none, &t->m, L->scale};
+    }
+    if (!rc) rc = dorac_dora_norm_many(be, items, n, DORAC_DORA_NORM_SQ_FLOOR);
+    free(items);
+    return rc;
+}
+
 /* The exact mode's extra terms, given w (1,out). */
 static int exact_norm_backward(dorac_linear *L, const dorac_tensor *w) {
     dorac_backend *be = L->be;

@@ -173,6 +173,11 @@ int dorac_linear_backward_dz(dorac_linear *L, const dorac_tensor *dx, bool accum
 /* P = W0 A^T, G = A A^T, n, g = m/n: fills the caches from the current A, B, m. */
 int dorac_dora_update_norm(dorac_linear *L);
 
+/* dorac_dora_update_norm for each of the n DoRA linears Ls[0..n) (one
+** backend): the P products one by one, then G and the norms of all of them
+** through dorac_dora_norm_many (the same results, in fewer launches). */
+int dorac_dora_update_norms(dorac_linear *const *Ls, size_t n);
+
 /* After the (N,out) pass has summed zsum[o] = sum_N dy*z: dm += zsum/n and,
 ** in exact mode, the norm's contribution to dA and dB. */
 int dorac_dora_backward_params(dorac_linear *L, const dorac_tensor *zsum);

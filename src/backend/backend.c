@@ -57,6 +57,16 @@ int dorac_fill_many(dorac_backend *be, const dorac_tensor *const *dst, size_t n,
     return DORAC_OK;
 }
 
+int dorac_dora_norm_many(dorac_backend *be, const dorac_dora_norm_item *items, size_t n, double floor) {
+    if (be->dora_norm_many) return be->dora_norm_many(be, items, n, floor);
+    for (size_t i = 0; i < n; i++) {
+        const dorac_dora_norm_item *it = &items[i];
+        if (it->A && it->A->data) DORAC_TRY(be->gemm(be, it->G, it->A, false, it->A, true, 1.0, 0.0));
+        DORAC_TRY(be->dora_norm(be, it->n, it->g, it->c, it->B, it->P, it->G, it->m, it->scale, floor));
+    }
+    return DORAC_OK;
+}
+
 int dorac_sum_squares_many(dorac_backend *be, const dorac_tensor *const *X, size_t n, double *out) {
     if (be->sum_squares_many) return be->sum_squares_many(be, X, n, out);
     double total = 0;

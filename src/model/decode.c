@@ -183,13 +183,7 @@ int64_t dorac_kv_cache_capacity(const dorac_kv_cache *c) { return c->max_len; }
 /* ---------------------------------------------------------------------- */
 
 /* DoRA's g = m/n for every DoRA linear, once per fresh cache (see top). */
-static int refresh_norms(dorac_model *m) {
-    for (size_t i = 0; i < m->n_linears; i++) {
-        dorac_model_linear *l = &m->linears[i];
-        if (l->active && l->L.cfg.method == DORAC_METHOD_DORA) DORAC_TRY(dorac_dora_update_norm(&l->L));
-    }
-    return DORAC_OK;
-}
+static int refresh_norms(dorac_model *m) { return dorac_model_update_dora_norms(m); }
 
 /* y (n,out) = the linear applied to x (n,in) for inference: no dropout,
 ** DoRA norms from refresh_norms, u in the cache's scratch. */

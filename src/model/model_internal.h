@@ -45,6 +45,9 @@ typedef struct model_acts {
     /* what the last train forward left for backward */
     bool ready_for_backward;
     uint64_t dropout_seed;
+    /* this pass's DoRA norms were updated up front (dorac_model_update_dora_norms),
+    ** so the linears' forwards do not update them one by one */
+    bool norms_ready;
 } model_acts;
 
 struct dorac_model {
@@ -68,5 +71,9 @@ int dorac_model_rope_tables(dorac_model *m);
 
 /* forward.c: frees the activations. */
 void dorac_model_acts_free(dorac_model *m);
+
+/* forward.c: DoRA's norms (n, g = m/n) of every active DoRA linear from the
+** current parameters, in one batch (dorac_dora_update_norms). */
+int dorac_model_update_dora_norms(dorac_model *m);
 
 #endif

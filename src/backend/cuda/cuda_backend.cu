@@ -264,6 +264,7 @@ extern "C" dorac_backend *dorac_backend_cuda_create(dorac_cuda_params params) {
     be->scale_rows = CUDA_OP(scale_rows);
     be->dropout = CUDA_OP(dropout);
     be->dora_norm = CUDA_OP(dora_norm);
+    be->dora_norm_many = CUDA_OP(dora_norm_many);
     be->dora_scale_backward = CUDA_OP(dora_scale_backward);
     be->dora_magnitude_backward = CUDA_OP(dora_magnitude_backward);
     be->lora_up_scale = CUDA_OP(lora_up_scale);

@@ -26,10 +26,17 @@
 ** took 12 us a call at r = 16 on the H200; one thread per row, with its
 ** R^2 dependent double products, 8.9 us under ncu.)
 **
+** dora_norm_many batches the update of many layers (DoRA's G = A A^T and
+** this norm): for ranks 8, 16, 32, up to NORM_MANY layers a launch pair
+** (cuda_gram_many, then the per-row path with a layer per grid row), the
+** same work block for block as the calls one by one, so the same bits.
+**
 ** Limit: the block's B rows live in shared memory, so r is at most
 ** MAX_RANK (5120, far above any adapter's rank); larger r is
 ** DORAC_E_UNSUPPORTED.
 */
+#include <string.h>
+
 #include "backend/cuda/cuda_impl.cuh"
 
 enum {
@@ -134,9 +141,9 @@ static __global__ void dora_norm_rank_kernel(cuda_view n, cuda_view g, cuda_view
 ** of both sums, k in order; the lanes' parts are then added by a butterfly
 ** (lanes q^1, then q^2: a fixed order, the same bits in every lane). */
 template <int R>
-static __global__ void
-dora_norm_row_kernel(cuda_view n, cuda_view g, cuda_view c, cuda_view B, cuda_view P, cuda_view G, cuda_view m,
-                     int64_t out, double scale, double floor, bool has_g) {
+static __device__ __forceinline__ void dora_norm_rows(cuda_view n, cuda_view g, cuda_view c, cuda_view B, cuda_view P,
+                                                      cuda_view G, cuda_view m, int64_t out, double scale, double floor,
+                                                      bool has_g) {
     static_assert(R % ROW_LANES == 0, "every lane gets R / ROW_LANES terms");
     __shared__ double gs[R * R];
     for (int e = threadIdx.x; e < R * R; e += blockDim.x) gs[e] = (double)ld_at(G, e / R, e % R);
@@ -170,9 +177,34 @@ dora_norm_row_kernel(cuda_view n, cuda_view g, cuda_view c, cuda_view B, cuda_vi
     }
 }
 
-int CUDA_OP(dora_norm)(dorac_backend *be, const dorac_tensor *n, const dorac_tensor *g,
-                       const dorac_tensor *c, const dorac_tensor *B, const dorac_tensor *P,
-                       const dorac_tensor *G, const dorac_tensor *m, double scale, double floor) {
+template <int R>
+static __global__ void
+dora_norm_row_kernel(cuda_view n, cuda_view g, cuda_view c, cuda_view B, cuda_view P, cuda_view G, cuda_view m,
+                     int64_t out, double scale, double floor, bool has_g) {
+    dora_norm_rows<R>(n, g, c, B, P, G, m, out, scale, floor, has_g);
+}
+
+/* Up to NORM_MANY items of one rank R in one launch: grid (most row blocks
+** of any item, items), block (b, i) doing row block b of item i as
+** dora_norm_row_kernel would (grid-stride rows: the same bits for any
+** grid). Passed by value (under 4 KiB of kernel parameters). */
+enum { NORM_MANY = 16 };
+typedef struct norm_many_args {
+    cuda_view n[NORM_MANY], g[NORM_MANY], c[NORM_MANY], B[NORM_MANY], P[NORM_MANY], G[NORM_MANY], m[NORM_MANY];
+    int64_t out[NORM_MANY];
+    double scale[NORM_MANY];
+    bool has_g[NORM_MANY];
+} norm_many_args;
+
+template <int R>
+static __global__ void dora_norm_row_many_kernel(const norm_many_args a, double floor) {
+    int i = blockIdx.y;
+    dora_norm_rows<R>(a.n[i], a.g[i], a.c[i], a.B[i], a.P[i], a.G[i], a.m[i], a.out[i], a.scale[i], floor, a.has_g[i]);
+}
+
+/* dora_norm's checks; *out and *r (0 without B) on success. */
+static int norm_check(const dorac_tensor *n, const dorac_tensor *g, const dorac_tensor *c, const dorac_tensor *B,
+                      const dorac_tensor *P, const dorac_tensor *G, const dorac_tensor *m, int64_t *out_, int64_t *r_) {
     const char *op = "dora_norm";
     int64_t out = c->cols;
     DORAC_TRY(cuda_check_shape(c, 1, out, op, "c"));
@@ -191,6 +223,17 @@ int CUDA_OP(dora_norm)(dorac_backend *be, const dorac_tensor *n, const dorac_ten
             return dorac_error(DORAC_E_UNSUPPORTED, "dora_norm: rank %lld exceeds the CUDA limit %d",
                                (long long)r, (int)MAX_RANK);
     }
+    *out_ = out, *r_ = r;
+    return DORAC_OK;
+}
+
+int CUDA_OP(dora_norm)(dorac_backend *be, const dorac_tensor *n, const dorac_tensor *g,
+                       const dorac_tensor *c, const dorac_tensor *B, const dorac_tensor *P,
+                       const dorac_tensor *G, const dorac_tensor *m, double scale, double floor) {
+    const char *op = "dora_norm";
+    int64_t out = 0, r = 0;
+    DORAC_TRY(norm_check(n, g, c, B, P, G, m, &out, &r));
+    bool has_g = g && g->data;
     if (out == 0) return DORAC_OK;
 
     cudaStream_t stream = cuda_stream(be);
@@ -220,4 +263,85 @@ int CUDA_OP(dora_norm)(dorac_backend *be, const dorac_tensor *n, const dorac_ten
         cuda_view_of(n), gv, cuda_view_of(c), cuda_view_of(B), cuda_view_of(P), cuda_view_of(G), mv,
         out, r, rows_per_block, scale, floor, has_g);
     return cuda_launch_status(op);
+}
+
+/* An item the batched path takes: rank 8, 16 or 32, F32 A (r, K) and G,
+** as cuda_gram takes them; out >= 1. */
+static bool many_fits(const dorac_dora_norm_item *it, int64_t out, int64_t r) {
+    return (r == 8 || r == 16 || r == 32) && out >= 1 && it->A->type == DORAC_DTYPE_F32 &&
+           it->G->type == DORAC_DTYPE_F32 && it->A->cols <= 65535LL * 256 && it->A->data != it->G->data;
+}
+
+/* Launches the gram and norm batches of rank R over items idx[0..k). */
+template <int R>
+static int many_batch(dorac_backend *be, const dorac_dora_norm_item *items, const size_t *idx, int k, double floor) {
+    cuda_gram_many_args ga;
+    norm_many_args na;
+    memset(&ga, 0, sizeof ga);
+    memset(&na, 0, sizeof na);
+    cuda_view none = {NULL, DORAC_DTYPE_F32, 0};
+    int64_t most_rows = 1;
+    for (int j = 0; j < k; j++) {
+        const dorac_dora_norm_item *it = &items[idx[j]];
+        bool has_g = it->g && it->g->data;
+        ga.A[j] = cuda_view_of(it->A), ga.C[j] = cuda_view_of(it->G), ga.K[j] = it->A->cols, ga.r[j] = R;
+        int64_t out = it->c->cols;
+        na.n[j] = cuda_view_of(it->n), na.c[j] = cuda_view_of(it->c), na.B[j] = cuda_view_of(it->B);
+        na.P[j] = cuda_view_of(it->P), na.G[j] = cuda_view_of(it->G);
+        na.g[j] = has_g ? cuda_view_of(it->g) : none;
+        na.m[j] = it->m && it->m->data ? cuda_view_of(it->m) : none;
+        na.out[j] = out, na.scale[j] = it->scale, na.has_g[j] = has_g;
+        int64_t blocks = (out + ROW_THREADS / ROW_LANES - 1) / (ROW_THREADS / ROW_LANES);
+        if (blocks > most_rows) most_rows = blocks;
+    }
+    ga.n = k;
+    DORAC_TRY(cuda_gram_many(be, R, &ga));
+    dim3 grid((unsigned)(most_rows < 65535 ? most_rows : 65535), (unsigned)k);
+    dora_norm_row_many_kernel<R><<<grid, ROW_THREADS, 0, cuda_stream(be)>>>(na, floor);
+    return cuda_launch_status("dora_norm_many");
+}
+
+extern "C" int CUDA_OP(dora_norm_many)(dorac_backend *be, const dorac_dora_norm_item *items, size_t n_items,
+                                       double floor) {
+    /* every item checked before anything is launched */
+    for (size_t i = 0; i < n_items; i++) {
+        const dorac_dora_norm_item *it = &items[i];
+        int64_t out = 0, r = 0;
+        DORAC_TRY(norm_check(it->n, it->g, it->c, it->B, it->P, it->G, it->m, &out, &r));
+        bool has_a = it->A && it->A->data;
+        if (has_a != (r > 0) || (has_a && (it->A->rows != r || it->A->cols < 1)))
+            return dorac_error(DORAC_E_INVALID, "dora_norm_many: item %zu: A is (%lld, %lld) for rank %lld", i,
+                               has_a ? (long long)it->A->rows : 0LL, has_a ? (long long)it->A->cols : 0LL,
+                               (long long)r);
+        if (has_a) DORAC_TRY(cuda_check_float(it->A, "dora_norm_many", "A"));
+    }
+    /* the ranks the batch takes, NORM_MANY items a launch pair; the rest one by one */
+    size_t idx[NORM_MANY];
+    static const int ranks[3] = {8, 16, 32};
+    for (int q = 0; q < 3; q++) {
+        int k = 0;
+        for (size_t i = 0; i <= n_items; i++) {
+            bool take = false;
+            if (i < n_items) {
+                int64_t out = items[i].c->cols, r = items[i].B && items[i].B->data ? items[i].B->cols : 0;
+                take = r == ranks[q] && many_fits(&items[i], out, r);
+            }
+            if (take) idx[k++] = i;
+            if (k == NORM_MANY || (i == n_items && k > 0)) {
+                int rc = ranks[q] == 8 ? many_batch<8>(be, items, idx, k, floor)
+                         : ranks[q] == 16 ? many_batch<16>(be, items, idx, k, floor)
+                                          : many_batch<32>(be, items, idx, k, floor);
+                DORAC_TRY(rc);
+                k = 0;
+            }
+        }
+    }
+    for (size_t i = 0; i < n_items; i++) {
+        const dorac_dora_norm_item *it = &items[i];
+        int64_t out = it->c->cols, r = it->B && it->B->data ? it->B->cols : 0;
+        if (r > 0 && many_fits(it, out, r)) continue; /* done above */
+        if (r > 0) DORAC_TRY(CUDA_OP(gemm)(be, it->G, it->A, false, it->A, true, 1.0, 0.0));
+        DORAC_TRY(CUDA_OP(dora_norm)(be, it->n, it->g, it->c, it->B, it->P, it->G, it->m, it->scale, floor));
+    }
+    return DORAC_OK;
 }

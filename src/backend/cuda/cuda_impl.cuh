@@ -211,6 +211,18 @@ int cuda_launch_status(const char *op);
 /* C (r,r) = alpha A A^T + beta C, A F32 (r,K), r <= 32 (cuda_gram.cu;
 ** cuda_gemm.cu dispatches to it). */
 int cuda_gram(dorac_backend *be, const dorac_tensor *C, const dorac_tensor *A, double alpha, double beta);
+/* Up to CUDA_GRAM_MANY products C[i] (r[i],r[i]) = A[i] A[i]^T (F32, r[i] <=
+** R, R one of 8, 16, 32; K[i] = A[i]'s columns >= 1) in one launch, each
+** the same bits as cuda_gram's (cuda_gram.cu). partial is filled in there. */
+enum { CUDA_GRAM_MANY = 16 };
+typedef struct cuda_gram_many_args {
+    cuda_view A[CUDA_GRAM_MANY], C[CUDA_GRAM_MANY];
+    float *partial[CUDA_GRAM_MANY];
+    int64_t K[CUDA_GRAM_MANY];
+    int r[CUDA_GRAM_MANY];
+    int n;
+} cuda_gram_many_args;
+int cuda_gram_many(dorac_backend *be, int R, const cuda_gram_many_args *args);
 /* C (M,N) = scale ⊙ (beta C + alpha U op(V)) + bias for U (M,r), r in 8..32 by 8,
 ** op(V) = V^T if v_trans, scale and bias (1,N) or absent, on the tensor
 ** cores (cuda_lowrank.cu). Only where cuda_lowrank_fits(C, U); the caller
@@ -248,6 +260,7 @@ int CUDA_OP(dropout)(dorac_backend *be, const dorac_tensor *out, const dorac_ten
 int CUDA_OP(dora_norm)(dorac_backend *be, const dorac_tensor *n, const dorac_tensor *g,
                        const dorac_tensor *c, const dorac_tensor *B, const dorac_tensor *P,
                        const dorac_tensor *G, const dorac_tensor *m, double scale, double floor);
+int CUDA_OP(dora_norm_many)(dorac_backend *be, const dorac_dora_norm_item *items, size_t n, double floor);
 int CUDA_OP(dora_scale_backward)(dorac_backend *be, const dorac_tensor *dz, const dorac_tensor *zsum,
                                  const dorac_tensor *dy, const dorac_tensor *y,
                                  const dorac_tensor *g, const dorac_tensor *bias);
