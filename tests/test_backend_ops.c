@@ -871,10 +871,13 @@ static int run_dora_norm_many(dorac_backend *be, const dorac_tensor *t, const op
                                           1.0 + 0.25 * i};
         o += out, a += r;
     }
-    /* item by item first, then the batch over the same buffers: the same bits */
+    /* item by item first, then the batch over the same buffers: the same
+    ** bits. Each starts from a sentinel in n, g and G, so that a batch that
+    ** skips an item (or writes nothing) fails the comparison. */
     const int outs[3] = {0, 1, 6};
     float *before[3] = {NULL, NULL, NULL};
     int rc = DORAC_OK;
+    for (int k = 0; k < 3 && !rc; k++) rc = be->fill(be, &t[outs[k]], 12345.0);
     for (int i = 0; i < NORM_MANY_ITEMS && !rc; i++) {
         const dorac_dora_norm_item *it = &items[i];
         if (it->A->data) rc = be->gemm(be, it->G, it->A, false, it->A, true, 1.0, 0.0);
@@ -885,6 +888,7 @@ static int run_dora_norm_many(dorac_backend *be, const dorac_tensor *t, const op
         before[k] = malloc((size_t)(x->rows * x->cols) * sizeof(float));
         rc = before[k] ? be->download(be, before[k], DORAC_DTYPE_F32, x) : DORAC_E_NOMEM;
     }
+    for (int k = 0; k < 3 && !rc; k++) rc = be->fill(be, &t[outs[k]], 12345.0);
     if (!rc) rc = dorac_dora_norm_many(be, items, NORM_MANY_ITEMS, c->floor_);
     for (int k = 0; k < 3 && !rc; k++) {
         const dorac_tensor *x = &t[outs[k]];
@@ -2014,6 +2018,16 @@ static void check_errors(dorac_backend *dev) {
         expect_status("adamw", "step 0", dev->adamw(dev, &pm, &pm, &pm, &pm, 1e-3, 0.9, 0.999, 1e-8, 0, 0, 1),
                       DORAC_E_INVALID);
         dorac_tensor_free(dev, &pm);
+    }
+    {
+        /* a DoRA norm item with B but no A, and one whose A has the wrong rows */
+        dorac_tensor none = dorac_tensor_none(pt), n8 = cols_of(&lse, 0, 8), a2 = dorac_tensor_rows(&b, 0, 2);
+        dorac_tensor b8 = dorac_tensor_rows(&b, 0, 8), g3 = dorac_tensor_rows(&c, 0, 3);
+        b8.cols = 3, g3.cols = 3;
+        dorac_dora_norm_item it = {&n8, &none, &n8, &none, &b8, &b8, &g3, &none, 1.0};
+        expect_status("dora_norm_many", "B without A", dorac_dora_norm_many(dev, &it, 1, 1e-12), DORAC_E_INVALID);
+        it.A = &a2;
+        expect_status("dora_norm_many", "A rows != rank", dorac_dora_norm_many(dev, &it, 1, 1e-12), DORAC_E_INVALID);
     }
     expect_status("fill", "F64 tensor", dev->fill(dev, &f64, 1.0), DORAC_E_UNSUPPORTED);
     expect_status("axpby", "F64 tensor", dev->axpby(dev, &a, &f64, 1, 0), DORAC_E_UNSUPPORTED);

@@ -61,6 +61,13 @@ int dorac_dora_norm_many(dorac_backend *be, const dorac_dora_norm_item *items, s
     if (be->dora_norm_many) return be->dora_norm_many(be, items, n, floor);
     for (size_t i = 0; i < n; i++) {
         const dorac_dora_norm_item *it = &items[i];
+        /* A exactly when B, with B's rank as rows: as the batched entries check */
+        bool has_a = it->A && it->A->data, has_b = it->B && it->B->data;
+        int64_t r = has_b ? it->B->cols : 0;
+        if (has_a != has_b || (has_a && (it->A->rows != r || it->A->cols < 1)))
+            return dorac_error(DORAC_E_INVALID, "dora_norm_many: item %zu: A is (%lld, %lld) for rank %lld", i,
+                               has_a ? (long long)it->A->rows : 0LL, has_a ? (long long)it->A->cols : 0LL,
+                               (long long)r);
         if (it->A && it->A->data) DORAC_TRY(be->gemm(be, it->G, it->A, false, it->A, true, 1.0, 0.0));
         DORAC_TRY(be->dora_norm(be, it->n, it->g, it->c, it->B, it->P, it->G, it->m, it->scale, floor));
     }

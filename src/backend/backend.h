@@ -151,12 +151,14 @@ struct dorac_backend {
     int (*dora_norm)(dorac_backend *be, const dorac_tensor *n, const dorac_tensor *g,
                      const dorac_tensor *c, const dorac_tensor *B, const dorac_tensor *P,
                      const dorac_tensor *G, const dorac_tensor *m, double scale, double floor);
-    /* (optional) For each of the n items in order: G = A A^T (gemm, alpha
-    ** 1, beta 0) where A is present, then dora_norm. The same results, bit
-    ** for bit, as those calls item by item; a batch takes two launches
-    ** instead of two per item (a Llama-1B step updates 112 norms). An item
-    ** that fails dora_norm's checks fails the call (items before it may have
-    ** been updated). NULL: callers use dorac_dora_norm_many, which loops. */
+    /* (optional) For each of the n items: G = A A^T (gemm, alpha 1, beta
+    ** 0) where A is present, then dora_norm. The same results, bit for bit,
+    ** as those calls item by item, in an unspecified order (items must not
+    ** share an output); a batch takes two launches instead of two per item
+    ** (a Llama-1B step updates 112 norms). A is present exactly when B is,
+    ** with B's rank as its rows and at least one column. An item that fails
+    ** the checks fails the call (other items may have been updated). NULL:
+    ** callers use dorac_dora_norm_many, which loops. */
     int (*dora_norm_many)(dorac_backend *be, const dorac_dora_norm_item *items, size_t n, double floor);
     /* The element-wise half of DoRA's backward, one pass over (N,out):
     **   dz[i,o]  = g[o] * dy[i,o]
