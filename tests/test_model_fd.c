@@ -105,6 +105,24 @@ static void check(const char *name, dorac_model_config cfg, dorac_method method,
     CHECK_OK(dorac_model_backward(m));
     double train_loss = r.loss_sum;
     CHECK_NEAR(loss_of(m, &batch), train_loss, 1e-12 * fabs(train_loss)); /* eval == train forward */
+    {
+        /* the logits handed back (rows of V, the device's padding dropped)
+        ** give the same loss, formed here from them */
+        int64_t V = cfg.vocab_size;
+        float *logits = malloc((size_t)(B * T * V) * sizeof *logits);
+        dorac_forward_result re;
+        CHECK_OK(dorac_model_forward(m, &batch, false, 1.0, 0, &re, logits));
+        double host_loss = 0;
+        for (int64_t i = 0; i < B * T; i++) {
+            if (targets[i] == DORAC_IGNORE_INDEX) continue;
+            double mx = -INFINITY, sum = 0;
+            for (int64_t v = 0; v < V; v++) mx = fmax(mx, logits[i * V + v]);
+            for (int64_t v = 0; v < V; v++) sum += exp(logits[i * V + v] - mx);
+            host_loss += mx + log(sum) - logits[i * V + targets[i]];
+        }
+        CHECK_NEAR(host_loss, train_loss, 1e-5 * fabs(train_loss));
+        free(logits);
+    }
 
     dorac_trainable tr[256];
     size_t n_tr = dorac_model_trainables(m, tr, 256);
