@@ -22,20 +22,6 @@
 #include "adapter/linear.h"
 #include "core/error.h"
 
-int dorac_dora_update_norm(dorac_linear *L) {
-    dorac_backend *be = L->be;
-    const dorac_linear_tensors *t = &L->t;
-    dorac_tensor none = dorac_tensor_none(be->param_type);
-    if (L->cfg.rank > 0) {
-        DORAC_TRY(be->gemm(be, &L->P, &t->W, false, &t->A, true, 1.0, 0.0)); /* P = W0 A^T */
-        DORAC_TRY(be->gemm(be, &L->G, &t->A, false, &t->A, true, 1.0, 0.0)); /* G = A A^T */
-        return be->dora_norm(be, &L->n, &L->g, &L->c, &t->B, &L->P, &L->G, &t->m, L->scale,
-                             DORAC_DORA_NORM_SQ_FLOOR);
-    }
-    return be->dora_norm(be, &L->n, &L->g, &L->c, &none, &none, &none, &t->m, L->scale,
-                         DORAC_DORA_NORM_SQ_FLOOR);
-}
-
 int dorac_dora_update_norms(dorac_linear *const *Ls, size_t n) {
     if (n == 0) return DORAC_OK;
     dorac_backend *be = Ls[0]->be;
@@ -46,16 +32,18 @@ int dorac_dora_update_norms(dorac_linear *const *Ls, size_t n) {
     for (size_t i = 0; i < n && !rc; i++) {
         dorac_linear *L = Ls[i];
         const dorac_linear_tensors *t = &L->t;
-        bool r = L->cfg.rank > 0;
+        bool ranked = L->cfg.rank > 0;
         if (L->be != be) rc = dorac_error(DORAC_E_INVALID, "dora: norm updates on two backends");
-        if (!rc && r) rc = be->gemm(be, &L->P, &t->W, false, &t->A, true, 1.0, 0.0); /* P = W0 A^T */
-        items[i] = (dorac_dora_norm_item){&L->n, &L->g, &L->c, r ? &t->A : &none, r ? &t->B : &none,
-                                          r ? &L->P : &none, r ? &L->G : &none, &t->m, L->scale};
+        if (!rc && ranked) rc = be->gemm(be, &L->P, &t->W, false, &t->A, true, 1.0, 0.0); /* P = W0 A^T */
+        items[i] = (dorac_dora_norm_item){&L->n, &L->g, &L->c, ranked ? &t->A : &none, ranked ? &t->B : &none,
+                                          ranked ? &L->P : &none, ranked ? &L->G : &none, &t->m, L->scale};
     }
     if (!rc) rc = dorac_dora_norm_many(be, items, n, DORAC_DORA_NORM_SQ_FLOOR);
     free(items);
     return rc;
 }
+
+int dorac_dora_update_norm(dorac_linear *L) { return dorac_dora_update_norms(&L, 1); }
 
 /* The exact mode's extra terms, given w (1,out). */
 static int exact_norm_backward(dorac_linear *L, const dorac_tensor *w) {

@@ -68,7 +68,7 @@ int dorac_dora_norm_many(dorac_backend *be, const dorac_dora_norm_item *items, s
             return dorac_error(DORAC_E_INVALID, "dora_norm_many: item %zu: A is (%lld, %lld) for rank %lld", i,
                                has_a ? (long long)it->A->rows : 0LL, has_a ? (long long)it->A->cols : 0LL,
                                (long long)r);
-        if (it->A && it->A->data) DORAC_TRY(be->gemm(be, it->G, it->A, false, it->A, true, 1.0, 0.0));
+        if (has_a) DORAC_TRY(be->gemm(be, it->G, it->A, false, it->A, true, 1.0, 0.0));
         DORAC_TRY(be->dora_norm(be, it->n, it->g, it->c, it->B, it->P, it->G, it->m, it->scale, floor));
     }
     return DORAC_OK;

@@ -250,11 +250,11 @@ static int residual_add(dorac_backend *be, const dorac_tensor *out, const dorac_
     return be->axpby(be, out, b, 1.0, 1.0);
 }
 
-/* A linear's forward in the model's pass: its DoRA norm updated here unless
-** the pass updated every norm up front (model_acts.norms_ready). */
-static int linear_forward(dorac_model *m, dorac_linear *L, const dorac_tensor *y, const dorac_tensor *u,
-                          const dorac_tensor *x, uint64_t seed) {
-    return dorac_linear_forward_ex(L, y, u, x, seed, !m->acts.norms_ready);
+/* A linear's forward in the model's pass, whose DoRA norms
+** dorac_model_forward updated for every layer up front. */
+static int linear_forward(dorac_linear *L, const dorac_tensor *y, const dorac_tensor *u, const dorac_tensor *x,
+                          uint64_t seed) {
+    return dorac_linear_forward_ex(L, y, u, x, seed, false);
 }
 
 static int block_forward(dorac_model *m, int64_t l, block_acts *b, const dorac_tensor *out,
@@ -273,11 +273,11 @@ static int block_forward(dorac_model *m, int64_t l, block_acts *b, const dorac_t
 
     DORAC_TRY(norm_forward(m, &b->ln1, &b->ln1_mean, &b->ln1_rstd, &b->res, p->ln1_w, p->ln1_b));
     if (c->family == DORAC_FAMILY_GPT2) {
-        DORAC_TRY(linear_forward(m, lin[LIN_QKV], &b->qkv, &u[LIN_QKV], &b->ln1, seed));
+        DORAC_TRY(linear_forward(lin[LIN_QKV], &b->qkv, &u[LIN_QKV], &b->ln1, seed));
     } else {
-        DORAC_TRY(linear_forward(m, lin[LIN_Q], &b->q, &u[LIN_Q], &b->ln1, seed));
-        DORAC_TRY(linear_forward(m, lin[LIN_K], &b->k, &u[LIN_K], &b->ln1, seed));
-        DORAC_TRY(linear_forward(m, lin[LIN_V], &b->v, &u[LIN_V], &b->ln1, seed));
+        DORAC_TRY(linear_forward(lin[LIN_Q], &b->q, &u[LIN_Q], &b->ln1, seed));
+        DORAC_TRY(linear_forward(lin[LIN_K], &b->k, &u[LIN_K], &b->ln1, seed));
+        DORAC_TRY(linear_forward(lin[LIN_V], &b->v, &u[LIN_V], &b->ln1, seed));
         /* rotated copies: the linears' outputs stay as DoRA's backward needs them */
         DORAC_TRY(be->copy(be, &b->qr, &b->q));
         DORAC_TRY(be->copy(be, &b->kr, &b->k));
@@ -285,19 +285,19 @@ static int block_forward(dorac_model *m, int64_t l, block_acts *b, const dorac_t
         DORAC_TRY(be->rope(be, &b->kr, &a->pos, &m->rope_cos, &m->rope_sin, KV, D, false));
     }
     DORAC_TRY(be->attention_forward(be, &b->att, &b->lse, &b->qr, &b->kr, &b->v, B, T, H, KV, D));
-    DORAC_TRY(linear_forward(m, lin[LIN_O], &b->o, &u[LIN_O], &b->att, seed));
+    DORAC_TRY(linear_forward(lin[LIN_O], &b->o, &u[LIN_O], &b->att, seed));
     DORAC_TRY(residual_add(be, &b->res2, &b->res, &b->o));
 
     DORAC_TRY(norm_forward(m, &b->ln2, &b->ln2_mean, &b->ln2_rstd, &b->res2, p->ln2_w, p->ln2_b));
     if (c->family == DORAC_FAMILY_GPT2) {
-        DORAC_TRY(linear_forward(m, lin[LIN_UP], &b->fc1, &u[LIN_UP], &b->ln2, seed));
+        DORAC_TRY(linear_forward(lin[LIN_UP], &b->fc1, &u[LIN_UP], &b->ln2, seed));
         DORAC_TRY(be->gelu_forward(be, &b->act, &b->fc1));
     } else {
-        DORAC_TRY(linear_forward(m, lin[LIN_GATE], &b->fc1, &u[LIN_GATE], &b->ln2, seed));
-        DORAC_TRY(linear_forward(m, lin[LIN_UP], &b->fc2, &u[LIN_UP], &b->ln2, seed));
+        DORAC_TRY(linear_forward(lin[LIN_GATE], &b->fc1, &u[LIN_GATE], &b->ln2, seed));
+        DORAC_TRY(linear_forward(lin[LIN_UP], &b->fc2, &u[LIN_UP], &b->ln2, seed));
         DORAC_TRY(be->swiglu_forward(be, &b->act, &b->fc1, &b->fc2));
     }
-    DORAC_TRY(linear_forward(m, lin[LIN_DOWN], &b->down, &u[LIN_DOWN], &b->act, seed));
+    DORAC_TRY(linear_forward(lin[LIN_DOWN], &b->down, &u[LIN_DOWN], &b->act, seed));
     return residual_add(be, out, &b->res2, &b->down);
 }
 
@@ -317,7 +317,7 @@ static int head_forward(dorac_model *m, bool train, bool has_targets, double gra
         dorac_tensor x_c = dorac_tensor_rows(&a->lnf, i0, rows);
         dorac_tensor logits_c = dorac_tensor_rows(&a->logits, 0, rows);
         dorac_tensor u_c = a->u_head.data ? dorac_tensor_rows(&a->u_head, 0, rows) : a->u_head;
-        rc = dorac_linear_forward_ex(&m->head->L, &logits_c, &u_c, &x_c, cseed, i0 == 0 && !a->norms_ready);
+        rc = linear_forward(&m->head->L, &logits_c, &u_c, &x_c, cseed);
         if (!rc && logits_out) rc = be->download(be, logits_out + (size_t)i0 * (size_t)V, DORAC_DTYPE_F32, &logits_c);
         if (rc || !has_targets) continue;
         dorac_tensor t_c = {(int32_t *)a->targets.data + i0, DORAC_DTYPE_I32, 1, rows, rows};
@@ -358,7 +358,6 @@ int dorac_model_forward(dorac_model *m, const dorac_batch *batch, bool train, do
     if (train && m->method == DORAC_METHOD_FROZEN)
         return dorac_error(DORAC_E_INVALID, "model: nothing to train (no method set)");
     m->acts.ready_for_backward = false;
-    m->acts.norms_ready = false;
     /* dropout on adapter inputs in training only, as PyTorch's train()/eval() */
     for (size_t i = 0; i < m->n_linears; i++) m->linears[i].L.eval_mode = !train;
     DORAC_TRY(acts_ensure(m, B, T, train));
@@ -386,7 +385,6 @@ int dorac_model_forward(dorac_model *m, const dorac_batch *batch, bool train, do
 
     /* every DoRA norm of this pass at once, from the parameters alone */
     DORAC_TRY(dorac_model_update_dora_norms(m));
-    a->norms_ready = true;
 
     /* embeddings into the first block's residual input */
     block_acts *b0 = &a->blocks[0];

@@ -45,9 +45,6 @@ typedef struct model_acts {
     /* what the last train forward left for backward */
     bool ready_for_backward;
     uint64_t dropout_seed;
-    /* this pass's DoRA norms were updated up front (dorac_model_update_dora_norms),
-    ** so the linears' forwards do not update them one by one */
-    bool norms_ready;
 } model_acts;
 
 struct dorac_model {

@@ -21,9 +21,6 @@
 ** (gemm_split_unaligned; DORAC_GEMM_NOSPLIT, set, turns this off, for the
 ** benchmark and the tests).
 */
-#include <stdlib.h>
-#include <string.h>
-
 #include "backend/cuda/cuda_impl.cuh"
 
 static cudaDataType_t cuda_type(dorac_dtype t) {
@@ -60,12 +57,8 @@ static int to_bf16(dorac_backend *be, int slot, const dorac_tensor *t, dorac_ten
 
 /* DORAC_GEMM_NOSPLIT set (and not "0"): no gemm_split_unaligned. Read once. */
 static bool gemm_nosplit(void) {
-    static int off = -1;
-    if (off < 0) {
-        const char *e = getenv("DORAC_GEMM_NOSPLIT");
-        off = e && *e && strcmp(e, "0") != 0;
-    }
-    return off != 0;
+    static int cache = -1;
+    return cuda_env_switch("DORAC_GEMM_NOSPLIT", &cache);
 }
 
 /* Columns [c0, c0+n) of t, and rows [r0, r0+n) of t. */

@@ -31,6 +31,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 extern "C" {
 #include "backend/backend.h"
@@ -172,6 +174,16 @@ static __device__ __forceinline__ bool cuda_last_block(unsigned *counter, unsign
     }
     __syncthreads();
     return last;
+}
+
+/* A switch from the environment (a tuning or benchmark knob), read once
+** into *cache (-1 before): true when name is set to anything but "" or "0". */
+static inline bool cuda_env_switch(const char *name, int *cache) {
+    if (*cache < 0) {
+        const char *e = getenv(name);
+        *cache = e && *e && strcmp(e, "0") != 0;
+    }
+    return *cache != 0;
 }
 
 /* Blocks of `threads` covering n items, at least one. */

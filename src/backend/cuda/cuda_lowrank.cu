@@ -53,7 +53,6 @@
 ** a fixed order, so results repeat from run to run.
 */
 #include <stdlib.h>
-#include <string.h>
 
 #include "backend/cuda/cuda_mma.cuh"
 
@@ -84,12 +83,8 @@ static int lr_stages(void) {
     return stages;
 }
 static bool lr_off(void) {
-    static int off = -1;
-    if (off < 0) {
-        const char *e = getenv("DORAC_LOWRANK_OFF");
-        off = e && *e && strcmp(e, "0") != 0;
-    }
-    return off != 0;
+    static int cache = -1;
+    return cuda_env_switch("DORAC_LOWRANK_OFF", &cache);
 }
 
 bool cuda_lowrank_fits(const dorac_tensor *C, const dorac_tensor *U) {
