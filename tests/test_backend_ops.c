@@ -84,7 +84,7 @@
 
 /* Every entry of the struct has a case below. If this fires, an entry was
 ** added to backend.h: add its test case here, then the count. */
-_Static_assert((sizeof(dorac_backend) - offsetof(dorac_backend, destroy)) / sizeof(void (*)(void)) == 44,
+_Static_assert((sizeof(dorac_backend) - offsetof(dorac_backend, destroy)) / sizeof(void (*)(void)) == 45,
                "dorac_backend gained or lost an entry: update test_backend_ops.c");
 
 /* ---------------------------------------------------------------------- */
@@ -1664,7 +1664,7 @@ static void check_entries(dorac_backend *dev) {
     for (size_t i = 0; i < n; i++)
         if (!entries[i].set) note("backend", entries[i].name, "entry is NULL", false);
     char msg[160];
-    snprintf(msg, sizeof msg, "%zu entries checked (+ the optional synchronize, fill_many, lora_up_scale, sum_squares_many, adamw_many, dora_norm_many, swiglu/gelu_backward_dora)", n);
+    snprintf(msg, sizeof msg, "%zu entries checked (+ the optional synchronize, fill_many, copy_many, lora_up_scale, sum_squares_many, adamw_many, dora_norm_many, swiglu/gelu_backward_dora)", n);
     note("backend", dev->name, msg, true);
 }
 
@@ -1814,6 +1814,69 @@ static void check_transfers(dorac_backend *dev) {
 /* copy between every pair of device float types, strided and offset on
 ** both sides: dst = round(dst type, src), padding untouched. fill: every
 ** element = round(type, value), padding untouched. */
+/* copy_many (through dorac_copy_many: the device's batched op where it has
+** one) against one copy per pair, bit for bit: CR pairs (more than one
+** launch's batch) of row views, (CR - i) x (C - i % 5) each, between every
+** pair of float types, from a source buffer into a destination buffer
+** whose other elements keep a sentinel; pair 9 has an absent dst (skipped).
+** Then a pair of mismatched shapes must fail. */
+static void copy_many_case(dorac_backend *dev, const dorac_dtype *types, int nt) {
+    enum { CR = 40, CC = 37 };
+    for (int ia = 0; ia < nt * nt; ia++) {
+        dorac_dtype ts = types[ia / nt], td = types[ia % nt];
+        dorac_tensor src, dst[2]; /* dst[0] by copy_many, dst[1] by copy per pair */
+        if (dorac_tensor_alloc(dev, &src, ts, CR, CC + 1, "copy_many src")) continue;
+        if (dorac_tensor_alloc(dev, &dst[0], td, CR, CC + 2, "copy_many dst")) continue;
+        if (dorac_tensor_alloc(dev, &dst[1], td, CR, CC + 2, "copy_many dst")) continue;
+        size_t ns = (size_t)CR * (CC + 1), nd = (size_t)CR * (CC + 2);
+        float *h = malloc(ns * sizeof *h), *sent = malloc(nd * sizeof *sent);
+        float *got[2] = {malloc(nd * sizeof(float)), malloc(nd * sizeof(float))};
+        for (size_t k = 0; k < ns; k++) h[k] = (float)(0.37 * sin(1.0 + 0.731 * (double)k) * (1.0 + (double)(k % 7)));
+        for (size_t k = 0; k < nd; k++) sent[k] = 12345.0f;
+        int rc = dev->upload(dev, &src, h, DORAC_DTYPE_F32);
+        for (int w = 0; w < 2 && !rc; w++) rc = dev->upload(dev, &dst[w], sent, DORAC_DTYPE_F32);
+        dorac_tensor sv[CR], dv[2][CR], none = dorac_tensor_none(td);
+        const dorac_tensor *sl[CR], *dl[CR];
+        for (int i = 0; i < CR; i++) {
+            int64_t rows = CR - i, cols = CC - i % 5;
+            sv[i] = cols_of(&src, (int64_t)(i % 2), cols);
+            sv[i].rows = rows;
+            for (int w = 0; w < 2; w++) {
+                dv[w][i] = cols_of(&dst[w], (int64_t)(i % 3), cols);
+                dv[w][i].rows = rows;
+            }
+            sl[i] = &sv[i];
+            dl[i] = i == 9 ? &none : &dv[0][i];
+        }
+        /* the pairs write in turn over the same elements: compare the whole
+        ** buffer after both ways, in the same order */
+        if (!rc) rc = dorac_copy_many(dev, dl, sl, CR);
+        for (int i = 0; i < CR && !rc; i++)
+            if (i != 9) rc = dev->copy(dev, &dv[1][i], &sv[i]);
+        for (int w = 0; w < 2 && !rc; w++) rc = dev->download(dev, got[w], DORAC_DTYPE_F32, &dst[w]);
+        size_t bad = 0, touched = 0;
+        for (size_t k = 0; !rc && k < nd; k++) {
+            bad += !same_bits_or_nan(got[0][k], got[1][k]);
+            touched += got[1][k] != 12345.0f;
+        }
+        char what[32], msg[160];
+        snprintf(what, sizeof what, "%s->%s", dorac_dtype_name(ts), dorac_dtype_name(td));
+        if (rc) snprintf(msg, sizeof msg, "%s", dorac_last_error());
+        else snprintf(msg, sizeof msg, "%d pairs (one absent): %zu of %zu elements differ from copy (%zu written)",
+                      (int)CR, bad, nd, touched);
+        note("copy_many", what, msg, !rc && bad == 0 && touched > nd / 2);
+        /* a pair whose shapes differ */
+        dorac_tensor shorter = sv[0];
+        shorter.rows -= 1;
+        const dorac_tensor *sbad[1] = {&shorter}, *dbad[1] = {&dv[0][0]};
+        int erc = dorac_copy_many(dev, dbad, sbad, 1);
+        note("copy_many", what, erc ? "shape mismatch rejected" : "shape mismatch accepted", erc != DORAC_OK);
+        dorac_error_clear();
+        free(h), free(sent), free(got[0]), free(got[1]);
+        dorac_tensor_free(dev, &src), dorac_tensor_free(dev, &dst[0]), dorac_tensor_free(dev, &dst[1]);
+    }
+}
+
 static void check_copy_fill(dorac_backend *dev) {
     dorac_dtype types[4];
     int nt = device_float_types(dev, types);
@@ -1914,6 +1977,7 @@ static void check_copy_fill(dorac_backend *dev) {
         free(d), free(got);
         dorac_tensor_free(dev, &buf);
     }
+    copy_many_case(dev, types, nt);
 }
 
 /* ---------------------------------------------------------------------- */

@@ -34,7 +34,10 @@ int dorac_dora_update_norms(dorac_linear *const *Ls, size_t n) {
         const dorac_linear_tensors *t = &L->t;
         bool ranked = L->cfg.rank > 0;
         if (L->be != be) rc = dorac_error(DORAC_E_INVALID, "dora: norm updates on two backends");
-        if (!rc && ranked) rc = be->gemm(be, &L->P, &t->W, false, &t->A, true, 1.0, 0.0); /* P = W0 A^T */
+        /* P = W0 A^T, from A's copy in W's type where there is one (the
+        ** product would convert A to it otherwise) */
+        const dorac_tensor *A = t->A_w.data ? &t->A_w : &t->A;
+        if (!rc && ranked) rc = be->gemm(be, &L->P, &t->W, false, A, true, 1.0, 0.0);
         items[i] = (dorac_dora_norm_item){&L->n, &L->g, &L->c, ranked ? &t->A : &none, ranked ? &t->B : &none,
                                           ranked ? &L->P : &none, ranked ? &L->G : &none, &t->m, L->scale};
     }
@@ -43,7 +46,9 @@ int dorac_dora_update_norms(dorac_linear *const *Ls, size_t n) {
     return rc;
 }
 
-int dorac_dora_update_norm(dorac_linear *L) { return dorac_dora_update_norms(&L, 1); }
+/* the copies first: P reads A_w, which a change of A since the last
+** forward (a load, a merge right after one) has left stale */
+int dorac_dora_update_norm(dorac_linear *L) { return dorac_linear_prepare(&L, 1); }
 
 /* The exact mode's extra terms, given w (1,out). */
 static int exact_norm_backward(dorac_linear *L, const dorac_tensor *w) {

@@ -94,6 +94,8 @@ static int check_tensors(const dorac_linear *L, const char *name) {
         DORAC_TRY(expect(&t->B, out, r, be->param_type, name, "lora_B"));
         DORAC_TRY(expect_optional(&t->dA, r, in, be->param_type, name, "lora_A grad"));
         DORAC_TRY(expect_optional(&t->dB, out, r, be->param_type, name, "lora_B grad"));
+        DORAC_TRY(expect_optional(&t->A_w, r, in, t->W.type, name, "lora_A copy"));
+        DORAC_TRY(expect_optional(&t->B_w, out, r, t->W.type, name, "lora_B copy"));
     }
     if (method == DORAC_METHOD_DORA) {
         DORAC_TRY(expect(&t->m, 1, out, be->param_type, name, "magnitude"));
@@ -181,12 +183,49 @@ int dorac_linear_init_adapter(dorac_linear *L, uint64_t seed, uint64_t stream) {
 /* The dropout probability in effect: the config's in training, 0 in eval mode. */
 static double active_dropout(const dorac_linear *L) { return L->eval_mode ? 0.0 : L->cfg.dropout; }
 
+int dorac_linear_refresh_copies(dorac_linear *const *Ls, size_t n) {
+    if (n == 0) return DORAC_OK;
+    dorac_backend *be = Ls[0]->be;
+    const dorac_tensor **dst = malloc(2 * n * sizeof *dst), **src = malloc(2 * n * sizeof *src);
+    size_t k = 0;
+    int rc = dst && src ? DORAC_OK : dorac_error(DORAC_E_NOMEM, "linear: out of memory for %zu copies", n);
+    for (size_t i = 0; i < n && !rc; i++) {
+        const dorac_linear_tensors *t = &Ls[i]->t;
+        if (Ls[i]->be != be) rc = dorac_error(DORAC_E_INVALID, "linear: copies refreshed on two backends");
+        if (rc || !dorac_linear_has_adapter(Ls[i])) continue;
+        if (t->A_w.data) dst[k] = &t->A_w, src[k++] = &t->A;
+        if (t->B_w.data) dst[k] = &t->B_w, src[k++] = &t->B;
+    }
+    if (!rc) rc = dorac_copy_many(be, dst, src, k);
+    free(dst);
+    free(src);
+    return rc;
+}
+
+int dorac_linear_prepare(dorac_linear *const *Ls, size_t n) {
+    DORAC_TRY(dorac_linear_refresh_copies(Ls, n));
+    dorac_linear **dora = malloc((n ? n : 1) * sizeof *dora);
+    if (!dora) return dorac_error(DORAC_E_NOMEM, "linear: out of memory for %zu layers", n);
+    size_t nd = 0;
+    for (size_t i = 0; i < n; i++)
+        if (Ls[i]->cfg.method == DORAC_METHOD_DORA) dora[nd++] = Ls[i];
+    int rc = dorac_dora_update_norms(dora, nd);
+    free(dora);
+    return rc;
+}
+
+/* A as the products in W's type read it: the copy where there is one. */
+static const dorac_tensor *A_for_products(const dorac_linear *L) {
+    return L->t.A_w.data ? &L->t.A_w : &L->t.A;
+}
+
 /* u (N,r) = drop(x) A^T, in chunks of rows so the dropout scratch stays
 ** (chunk, in). */
 static int adapter_input_forward(dorac_linear *L, const dorac_tensor *u, const dorac_tensor *x,
                                  uint64_t dropout_seed) {
     dorac_backend *be = L->be;
-    if (active_dropout(L) == 0.0) return be->gemm(be, u, x, false, &L->t.A, true, 1.0, 0.0);
+    const dorac_tensor *A = A_for_products(L);
+    if (active_dropout(L) == 0.0) return be->gemm(be, u, x, false, A, true, 1.0, 0.0);
     int64_t N = x->rows, chunk = DORAC_LINEAR_CHUNK_ROWS;
     dorac_tensor xd;
     DORAC_TRY(dorac_tensor_alloc(be, &xd, be->act_type, chunk < N ? chunk : N, L->in, "dropout scratch"));
@@ -196,7 +235,7 @@ static int adapter_input_forward(dorac_linear *L, const dorac_tensor *u, const d
         dorac_tensor x_c = dorac_tensor_rows(x, i0, rows), u_c = dorac_tensor_rows(u, i0, rows);
         dorac_tensor xd_c = dorac_tensor_rows(&xd, 0, rows);
         rc = be->dropout(be, &xd_c, &x_c, active_dropout(L), dropout_seed, L->dropout_stream, i0);
-        if (!rc) rc = be->gemm(be, &u_c, &xd_c, false, &L->t.A, true, 1.0, 0.0);
+        if (!rc) rc = be->gemm(be, &u_c, &xd_c, false, A, true, 1.0, 0.0);
     }
     dorac_tensor_free(be, &xd);
     return rc;
@@ -227,7 +266,7 @@ int dorac_linear_forward_ex(dorac_linear *L, const dorac_tensor *y, const dorac_
 
     /* g = m / n from the factored norm: needs only the parameters */
     bool dora = L->cfg.method == DORAC_METHOD_DORA;
-    if (dora && update_norm) DORAC_TRY(dorac_dora_update_norm(L));
+    if (update_norm) DORAC_TRY(dorac_linear_prepare(&L, 1));
     const dorac_tensor *g = dora ? &L->g : NULL;
 
     /* h = x W0^T: the frozen base GEMM, written straight into y */
@@ -258,8 +297,8 @@ int dorac_linear_forward_ex(dorac_linear *L, const dorac_tensor *y, const dorac_
 
 /* Scratch for one backward call, sized by chunk rows. */
 typedef struct backward_scratch {
-    dorac_tensor dz;     /* (chunk, out) DoRA: g ⊙ dy */
-    dorac_tensor du;     /* (chunk, r) s dz B */
+    dorac_tensor dz;     /* (chunk, out) DoRA: g ⊙ dy; ld leaves r spare columns with an adapter */
+    dorac_tensor du;     /* (chunk, r) s dz B, unless it goes into dz's spare columns */
     dorac_tensor xd;     /* (chunk, in) dropout: drop(x), then drop(du A) */
 } backward_scratch;
 
@@ -269,30 +308,59 @@ static void scratch_free(dorac_backend *be, backward_scratch *s) {
     dorac_tensor_free(be, &s->xd);
 }
 
-static int scratch_alloc(dorac_linear *L, backward_scratch *s, int64_t chunk, bool dz_given) {
+static int scratch_alloc(dorac_linear *L, backward_scratch *s, int64_t chunk, bool dz_given, bool wide) {
     dorac_backend *be = L->be;
+    bool adapter = dorac_linear_has_adapter(L);
     s->dz = s->du = s->xd = dorac_tensor_none(be->act_type);
     int rc = DORAC_OK;
-    if (L->cfg.method == DORAC_METHOD_DORA && !dz_given)
-        rc = dorac_tensor_alloc(be, &s->dz, be->act_type, chunk, L->out, "dz scratch");
-    if (!rc && dorac_linear_has_adapter(L)) rc = dorac_tensor_alloc(be, &s->du, be->act_type, chunk, L->cfg.rank, "du scratch");
-    if (!rc && dorac_linear_has_adapter(L) && active_dropout(L) > 0.0)
+    if (L->cfg.method == DORAC_METHOD_DORA && !dz_given) {
+        /* spare columns for s dz B, rounded up to keep rows 16-byte aligned */
+        int64_t spare = adapter ? (L->cfg.rank + 7) / 8 * 8 : 0;
+        rc = dorac_tensor_alloc(be, &s->dz, be->act_type, chunk, L->out + spare, "dz scratch");
+        if (!rc) s->dz.cols = L->out;
+    }
+    if (!rc && adapter && !wide) rc = dorac_tensor_alloc(be, &s->du, be->act_type, chunk, L->cfg.rank, "du scratch");
+    if (!rc && adapter && active_dropout(L) > 0.0)
         rc = dorac_tensor_alloc(be, &s->xd, be->act_type, chunk, L->in, "dropout scratch");
     if (rc) scratch_free(be, s);
     return rc;
 }
 
+/* True when A_w's rows follow W's in one allocation: [W0 ; A] is one
+** (out + r, in) operand. */
+static bool a_follows_w(const dorac_linear *L) {
+    const dorac_tensor *W = &L->t.W, *Aw = &L->t.A_w;
+    size_t es = dorac_dtype_size(W->type);
+    return Aw->data && Aw->type == W->type && Aw->ld == W->ld &&
+           (char *)Aw->data == (char *)W->data + (size_t)W->rows * (size_t)W->ld * es;
+}
+
 /* The adapter's part of the backward for rows [i0, i0+rows):
-**   dB += s dz^T u,  du = s dz B,  dA += du^T drop(x),  dx += drop(du A) */
+**   dB += s dz^T u,  du = s dz B,  dA += du^T drop(x),  dx += drop(du A)
+** wide (no dropout; dz has r spare columns, A_w follows W): du goes into
+** dz's spare columns and dx = [dz | du] [W0 ; A] is the base GEMM too. */
 static int adapter_backward_chunk(dorac_linear *L, backward_scratch *s, const dorac_tensor *dz_c,
                                   const dorac_tensor *x_c, const dorac_tensor *u_c,
-                                  const dorac_tensor *dx_c, int64_t i0, uint64_t dropout_seed) {
+                                  const dorac_tensor *dx_c, bool accumulate_dx, bool wide, int64_t i0,
+                                  uint64_t dropout_seed) {
     dorac_backend *be = L->be;
     const dorac_linear_tensors *t = &L->t;
-    int64_t rows = dz_c->rows;
-    dorac_tensor du_c = dorac_tensor_rows(&s->du, 0, rows);
+    int64_t rows = dz_c->rows, out = L->out, r = L->cfg.rank;
+    const dorac_tensor *B = t->B_w.data ? &t->B_w : &t->B;
+    dorac_tensor du_c = wide ? dorac_tensor_view((char *)dz_c->data + (size_t)out * dorac_dtype_size(dz_c->type),
+                                                 dz_c->type, rows, r)
+                             : dorac_tensor_rows(&s->du, 0, rows);
+    if (wide) du_c.ld = dz_c->ld;
     if (t->dB.data) DORAC_TRY(be->gemm(be, &t->dB, dz_c, true, u_c, false, L->scale, 1.0));
-    DORAC_TRY(be->gemm(be, &du_c, dz_c, false, &t->B, false, L->scale, 0.0));
+    DORAC_TRY(be->gemm(be, &du_c, dz_c, false, B, false, L->scale, 0.0));
+    if (wide) {
+        if (t->dA.data) DORAC_TRY(be->gemm(be, &t->dA, &du_c, true, x_c, false, 1.0, 1.0));
+        if (!dx_c->data) return DORAC_OK;
+        dorac_tensor dzu = *dz_c, Wa = t->W; /* [dz | du] (rows, out + r), [W0 ; A] (out + r, in) */
+        dzu.cols = out + r;
+        Wa.rows = out + r;
+        return be->gemm(be, dx_c, &dzu, false, &Wa, false, 1.0, accumulate_dx ? 1.0 : 0.0);
+    }
     if (active_dropout(L) == 0.0) {
         if (t->dA.data) DORAC_TRY(be->gemm(be, &t->dA, &du_c, true, x_c, false, 1.0, 1.0));
         if (dx_c->data) DORAC_TRY(be->gemm(be, dx_c, &du_c, false, &t->A, false, 1.0, 1.0));
@@ -314,7 +382,7 @@ static int adapter_backward_chunk(dorac_linear *L, backward_scratch *s, const do
 static int backward_chunks(dorac_linear *L, backward_scratch *s, int64_t chunk,
                            const dorac_tensor *dx, bool accumulate_dx, const dorac_tensor *dy,
                            const dorac_tensor *dz_given, const dorac_tensor *x,
-                           const dorac_tensor *y, const dorac_tensor *u, uint64_t dropout_seed) {
+                           const dorac_tensor *y, const dorac_tensor *u, bool wide, uint64_t dropout_seed) {
     dorac_backend *be = L->be;
     int64_t N = dy->rows;
     /* y == NULL: dy already is dz, and zsum is summed (dorac_linear_backward_dz) */
@@ -330,22 +398,25 @@ static int backward_chunks(dorac_linear *L, backward_scratch *s, int64_t chunk,
             dz_c = dz_given ? dorac_tensor_rows(dz_given, i0, rows) : dorac_tensor_rows(&s->dz, 0, rows);
             DORAC_TRY(be->dora_scale_backward(be, &dz_c, &L->zsum, &dy_c, &y_c, &L->g, &L->t.bias));
         }
-        /* dx = dz W0 */
-        if (dx->data)
+        /* dx = dz W0 (wide: in the adapter's part, with du A) */
+        if (dx->data && !wide)
             DORAC_TRY(be->gemm(be, &dx_c, &dz_c, false, &L->t.W, false, 1.0, accumulate_dx ? 1.0 : 0.0));
         if (dorac_linear_has_adapter(L)) {
             dorac_tensor x_c = dorac_tensor_rows(x, i0, rows), u_c = dorac_tensor_rows(u, i0, rows);
-            DORAC_TRY(adapter_backward_chunk(L, s, &dz_c, &x_c, &u_c, &dx_c, i0, dropout_seed));
+            DORAC_TRY(adapter_backward_chunk(L, s, &dz_c, &x_c, &u_c, &dx_c, accumulate_dx, wide, i0,
+                                             dropout_seed));
         }
     }
     return DORAC_OK;
 }
 
 /* Both backwards. dz_ready: dy already holds dz = g ⊙ dy and L->zsum its
-** sum (dorac_linear_backward_dz), so DoRA's element-wise pass is skipped. */
+** sum (dorac_linear_backward_dz), so DoRA's element-wise pass is skipped.
+** dz_spare: see dorac_linear_backward_ex. */
 static int linear_backward(dorac_linear *L, const dorac_tensor *dx, bool accumulate_dx,
                            const dorac_tensor *dy, const dorac_tensor *dz_scratch, const dorac_tensor *x,
-                           const dorac_tensor *y, const dorac_tensor *u, uint64_t dropout_seed, bool dz_ready) {
+                           const dorac_tensor *y, const dorac_tensor *u, uint64_t dropout_seed, bool dz_ready,
+                           bool dz_spare) {
     dorac_backend *be = L->be;
     int64_t N = dy->rows;
     dorac_tensor none = dorac_tensor_none(be->act_type);
@@ -364,14 +435,25 @@ static int linear_backward(dorac_linear *L, const dorac_tensor *dx, bool accumul
     /* One pass over all N rows unless DoRA has nowhere to put dz, or dropout
     ** needs its masked-input scratch: then chunks of rows keep both scratches
     ** independent of N. */
-    bool chunked = (dora_pass && !dz_given) || (adapter && active_dropout(L) > 0.0);
+    bool own_dz = dora_pass && !dz_given;
+    bool chunked = own_dz || (adapter && active_dropout(L) > 0.0);
     int64_t chunk = chunked && N > DORAC_LINEAR_CHUNK_ROWS ? DORAC_LINEAR_CHUNK_ROWS : (N > 0 ? N : 1);
+
+    /* the adapter's dx in the base GEMM: dz's spare columns (the internal
+    ** scratch always has them), A_w after W, no dropout */
+    const dorac_tensor *dz_t = dz_given ? dz_given : dy;
+    if (dz_spare && adapter && !own_dz && dz_t->ld - L->out < L->cfg.rank)
+        return dorac_error(DORAC_E_INVALID, "linear: %s has ld %lld, leaving fewer than r = %lld spare columns",
+                           dz_given ? "dz scratch" : dz_ready ? "dz" : "dy", (long long)dz_t->ld,
+                           (long long)L->cfg.rank);
+    bool wide = adapter && active_dropout(L) == 0.0 && a_follows_w(L) && (own_dz || dz_spare);
+
     backward_scratch s;
-    DORAC_TRY(scratch_alloc(L, &s, chunk, !dora_pass || dz_given != NULL));
+    DORAC_TRY(scratch_alloc(L, &s, chunk, !dora_pass || dz_given != NULL, wide));
     int rc = dora_pass && !L->zsum_zeroed ? be->fill(be, &L->zsum, 0.0) : DORAC_OK;
     if (dora_pass) L->zsum_zeroed = false;
     if (!rc)
-        rc = backward_chunks(L, &s, chunk, dx, accumulate_dx, dy, dz_given, x, dora_pass ? y : NULL, u,
+        rc = backward_chunks(L, &s, chunk, dx, accumulate_dx, dy, dz_given, x, dora_pass ? y : NULL, u, wide,
                              dropout_seed);
     if (!rc && dora) rc = dorac_dora_backward_params(L, &L->zsum);
     if (!rc && L->cfg.method == DORAC_METHOD_FULL) {
@@ -387,7 +469,14 @@ int dorac_linear_backward(dorac_linear *L, const dorac_tensor *dx, bool accumula
                           const dorac_tensor *dy, const dorac_tensor *dz_scratch,
                           const dorac_tensor *x, const dorac_tensor *y, const dorac_tensor *u,
                           uint64_t dropout_seed) {
-    return linear_backward(L, dx, accumulate_dx, dy, dz_scratch, x, y, u, dropout_seed, false);
+    return linear_backward(L, dx, accumulate_dx, dy, dz_scratch, x, y, u, dropout_seed, false, false);
+}
+
+int dorac_linear_backward_ex(dorac_linear *L, const dorac_tensor *dx, bool accumulate_dx,
+                             const dorac_tensor *dy, const dorac_tensor *dz_scratch,
+                             const dorac_tensor *x, const dorac_tensor *y, const dorac_tensor *u,
+                             uint64_t dropout_seed, bool dz_spare) {
+    return linear_backward(L, dx, accumulate_dx, dy, dz_scratch, x, y, u, dropout_seed, false, dz_spare);
 }
 
 const dorac_dora_epilogue *dorac_linear_dora_epilogue(dorac_linear *L, dorac_dora_epilogue *e,
@@ -400,11 +489,17 @@ const dorac_dora_epilogue *dorac_linear_dora_epilogue(dorac_linear *L, dorac_dor
     return *rc ? NULL : e;
 }
 
-int dorac_linear_backward_dz(dorac_linear *L, const dorac_tensor *dx, bool accumulate_dx,
-                             const dorac_tensor *dz, const dorac_tensor *x, const dorac_tensor *u,
-                             uint64_t dropout_seed) {
+int dorac_linear_backward_dz_ex(dorac_linear *L, const dorac_tensor *dx, bool accumulate_dx,
+                                const dorac_tensor *dz, const dorac_tensor *x, const dorac_tensor *u,
+                                uint64_t dropout_seed, bool dz_spare) {
     if (L->cfg.method != DORAC_METHOD_DORA)
         return dorac_error(DORAC_E_INVALID, "linear: backward from dz needs a DoRA layer, not %s",
                            dorac_method_name(L->cfg.method));
-    return linear_backward(L, dx, accumulate_dx, dz, NULL, x, NULL, u, dropout_seed, true);
+    return linear_backward(L, dx, accumulate_dx, dz, NULL, x, NULL, u, dropout_seed, true, dz_spare);
+}
+
+int dorac_linear_backward_dz(dorac_linear *L, const dorac_tensor *dx, bool accumulate_dx,
+                             const dorac_tensor *dz, const dorac_tensor *x, const dorac_tensor *u,
+                             uint64_t dropout_seed) {
+    return dorac_linear_backward_dz_ex(L, dx, accumulate_dx, dz, x, u, dropout_seed, false);
 }

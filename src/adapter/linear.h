@@ -75,6 +75,15 @@ typedef struct dorac_linear_tensors {
     dorac_tensor dm;
     dorac_tensor dW;    /* ... FULL only; may be absent for a forward-only layer */
     dorac_tensor dbias; /* FULL with bias */
+    /* Optional copies of A and B in W's type, which the owner allocates and
+    ** dorac_linear_refresh_copies fills: the products that read A and B in
+    ** W's type (u = x A^T, P = W0 A^T, du = s dz B) then convert nothing per
+    ** call. An A_w whose rows follow W's last row in one allocation, with
+    ** W's ld, also lets a backward with spare dz columns (dorac_linear_
+    ** backward_ex) run the adapter's dx in the base GEMM:
+    **     dx = [dz | s dz B] [W0 ; A]       (K = out + r, one product) */
+    dorac_tensor A_w;   /* (r, in) W's type, or absent */
+    dorac_tensor B_w;   /* (out, r) W's type, or absent */
 } dorac_linear_tensors;
 
 typedef struct dorac_linear {
@@ -128,10 +137,11 @@ int dorac_dora_init_magnitude_tensor(dorac_backend *be, const dorac_tensor *m,
 int dorac_linear_forward(dorac_linear *L, const dorac_tensor *y, const dorac_tensor *u,
                          const dorac_tensor *x, uint64_t dropout_seed);
 
-/* The same, with control over DoRA's norm: update_norm = false reuses the
-** caches of the previous forward (P, G, n, g) without recomputing them. Use
-** it only while A, B and m are unchanged since that forward, e.g. for the
-** later row chunks of one batch (the model's lm_head). */
+/* The same, with control over what the forward derives from the
+** parameters: update_norm = false reuses DoRA's caches of the previous
+** forward (P, G, n, g) and the copies A_w and B_w without recomputing them.
+** Use it only while A, B and m are unchanged since those were formed, e.g.
+** for the later row chunks of one batch (the model's lm_head). */
 int dorac_linear_forward_ex(dorac_linear *L, const dorac_tensor *y, const dorac_tensor *u,
                             const dorac_tensor *x, uint64_t dropout_seed, bool update_norm);
 
@@ -151,6 +161,19 @@ int dorac_linear_backward(dorac_linear *L, const dorac_tensor *dx, bool accumula
                           const dorac_tensor *x, const dorac_tensor *y, const dorac_tensor *u,
                           uint64_t dropout_seed);
 
+/* dorac_linear_backward with dz_spare: the r columns after dz's out in each
+** row (inside dz's ld) are this call's scratch, dz being dz_scratch when
+** DoRA writes dz there and dy otherwise. With an A_w right after W (see
+** dorac_linear_tensors) and no dropout, s dz B goes there and the adapter's
+** dx joins the base GEMM (a pass over (N,in) less); the results equal
+** dorac_linear_backward's up to rounding (A in W's type, dx rounded once).
+** Without such an A_w, or with dropout, dz_spare changes nothing. A dz
+** whose ld leaves fewer than r columns is an error. */
+int dorac_linear_backward_ex(dorac_linear *L, const dorac_tensor *dx, bool accumulate_dx,
+                             const dorac_tensor *dy, const dorac_tensor *dz_scratch,
+                             const dorac_tensor *x, const dorac_tensor *y, const dorac_tensor *u,
+                             uint64_t dropout_seed, bool dz_spare);
+
 /* DoRA's element-wise backward done by the op that produces dy (an MLP
 ** activation's fused backward, backend.h's swiglu_backward_dora and
 ** gelu_backward_dora). dorac_linear_dora_epilogue zeroes L->zsum, points
@@ -167,15 +190,35 @@ const dorac_dora_epilogue *dorac_linear_dora_epilogue(dorac_linear *L, dorac_dor
 int dorac_linear_backward_dz(dorac_linear *L, const dorac_tensor *dx, bool accumulate_dx,
                              const dorac_tensor *dz, const dorac_tensor *x, const dorac_tensor *u,
                              uint64_t dropout_seed);
+/* The same with dz_spare, as dorac_linear_backward_ex. */
+int dorac_linear_backward_dz_ex(dorac_linear *L, const dorac_tensor *dx, bool accumulate_dx,
+                                const dorac_tensor *dz, const dorac_tensor *x, const dorac_tensor *u,
+                                uint64_t dropout_seed, bool dz_spare);
+
+/* A_w <- A and B_w <- B (dorac_linear_tensors) for each of the n layers
+** Ls[0..n) (one backend) that has them, in one dorac_copy_many. Run after
+** every change of A or B and before the next forward; the model does it at
+** the start of each forward, and dorac_linear_forward for its one layer. */
+int dorac_linear_refresh_copies(dorac_linear *const *Ls, size_t n);
+
+/* Everything the forwards of the n layers Ls[0..n) (one backend) derive
+** from their parameters alone, in a few batched calls: the copies
+** (dorac_linear_refresh_copies), then the norms of the DoRA ones
+** (dorac_dora_update_norms). The model runs it at the start of each
+** forward; dorac_linear_forward runs it for its one layer. */
+int dorac_linear_prepare(dorac_linear *const *Ls, size_t n);
 
 /* ---- DoRA parts (dora.c) ---- */
 
-/* P = W0 A^T, G = A A^T, n, g = m/n: fills the caches from the current A, B, m. */
+/* P = W0 A^T, G = A A^T, n, g = m/n: fills the caches from the current A, B, m
+** (and refreshes the copies A_w and B_w first: dorac_linear_prepare of L). */
 int dorac_dora_update_norm(dorac_linear *L);
 
-/* dorac_dora_update_norm for each of the n DoRA linears Ls[0..n) (one
-** backend): the P products one by one, then G and the norms of all of them
-** through dorac_dora_norm_many (the same results, in fewer launches). */
+/* The norms of each of the n DoRA linears Ls[0..n) (one backend): the P
+** products one by one, then G and the norms of all of them through
+** dorac_dora_norm_many (the same results, in fewer launches). P reads A_w
+** where there is one, so refresh the copies first (dorac_linear_prepare
+** does both). */
 int dorac_dora_update_norms(dorac_linear *const *Ls, size_t n);
 
 /* After the (N,out) pass has summed zsum[o] = sum_N dy*z: dm += zsum/n and,

@@ -57,6 +57,14 @@ int dorac_fill_many(dorac_backend *be, const dorac_tensor *const *dst, size_t n,
     return DORAC_OK;
 }
 
+int dorac_copy_many(dorac_backend *be, const dorac_tensor *const *dst, const dorac_tensor *const *src,
+                    size_t n) {
+    if (be->copy_many) return be->copy_many(be, dst, src, n);
+    for (size_t i = 0; i < n; i++)
+        if (dst[i]->data) DORAC_TRY(be->copy(be, dst[i], src[i]));
+    return DORAC_OK;
+}
+
 int dorac_dora_norm_many(dorac_backend *be, const dorac_dora_norm_item *items, size_t n, double floor) {
     if (be->dora_norm_many) return be->dora_norm_many(be, items, n, floor);
     for (size_t i = 0; i < n; i++) {

@@ -111,6 +111,13 @@ struct dorac_backend {
     ** launches instead of n (zeroing hundreds of adapter gradients a step).
     ** NULL: callers use dorac_fill_many, which loops. */
     int (*fill_many)(dorac_backend *be, const dorac_tensor *const *dst, size_t n, double value);
+    /* (optional) copy(dst[i], src[i]) for each i in [0, n) whose dst has
+    ** data: the same result as those copy calls (types converted), in a
+    ** handful of launches (the adapters' weight-type copies of A and B,
+    ** refreshed before every forward). Pairs must not overlap each other.
+    ** NULL: callers use dorac_copy_many, which loops. */
+    int (*copy_many)(dorac_backend *be, const dorac_tensor *const *dst, const dorac_tensor *const *src,
+                     size_t n);
     /* (optional) waits until queued ops finish; NULL for synchronous backends */
     int (*synchronize)(dorac_backend *be);
 
@@ -352,6 +359,11 @@ const char *dorac_shape_str(const dorac_tensor *t, char *buf, size_t size);
 /* be->fill_many where the backend has it, else fill per tensor with data:
 ** the slow, obvious twin. */
 int dorac_fill_many(dorac_backend *be, const dorac_tensor *const *dst, size_t n, double value);
+
+/* be->copy_many where the backend has it, else copy per pair whose dst has
+** data: the slow, obvious twin. */
+int dorac_copy_many(dorac_backend *be, const dorac_tensor *const *dst, const dorac_tensor *const *src,
+                    size_t n);
 
 /* be->dora_norm_many where the backend has it, else gemm (G = A A^T, for
 ** items with A) and dora_norm per item: the slow, obvious twin. */

@@ -183,7 +183,7 @@ int64_t dorac_kv_cache_capacity(const dorac_kv_cache *c) { return c->max_len; }
 /* ---------------------------------------------------------------------- */
 
 /* y (n,out) = the linear applied to x (n,in) for inference: no dropout,
-** DoRA norms from dorac_model_update_dora_norms, u in the cache's scratch. */
+** DoRA norms from dorac_model_prepare_adapters, u in the cache's scratch. */
 static int linear_infer(dorac_kv_cache *c, dorac_model_linear *ml, const dorac_tensor *y, const dorac_tensor *x) {
     dorac_linear *L = &ml->L;
     dorac_tensor u = dorac_tensor_none(c->m->be->act_type);
@@ -296,7 +296,7 @@ int dorac_model_prefill(dorac_model *m, dorac_kv_cache *c, const int32_t *ids, i
             return dorac_error(DORAC_E_INVALID, "decode: token id %d at position %lld is outside the vocabulary [0, %lld)",
                                (int)ids[i], (long long)(c->len + i), (long long)m->cfg.vocab_size);
     if (!c->norms_ready) {
-        DORAC_TRY(dorac_model_update_dora_norms(m)); /* once per fresh cache (see top) */
+        DORAC_TRY(dorac_model_prepare_adapters(m)); /* once per fresh cache (see top) */
         c->norms_ready = true;
     }
     int64_t len0 = c->len;

@@ -85,6 +85,27 @@ static void alloc_padded(allocator *al, dorac_tensor *t, dorac_dtype type, int64
     if (t->data) t->cols = cols;
 }
 
+/* A (rows, cols) view with `spare` more columns in each row (ld = cols +
+** spare): the gradients that block linears take as dz, whose spare columns
+** let the adapter's dx run in the base GEMM (dorac_linear_backward_ex). */
+static void alloc_wide(allocator *al, dorac_tensor *t, dorac_dtype type, int64_t rows, int64_t cols,
+                       int64_t spare, const char *what) {
+    alloc_t(al, t, type, rows, cols + spare, what);
+    if (t->data) t->cols = cols;
+}
+
+/* The spare columns of the wide gradients: the largest rank of the blocks'
+** adapters, rounded up to 8 (rows stay 16-byte aligned); 0 without any. */
+static int64_t dz_spare_cols(const dorac_model *m) {
+    int64_t r = 0;
+    for (int64_t l = 0; l < m->cfg.n_layers; l++)
+        for (int k = 0; k < LIN_PER_BLOCK; k++) {
+            dorac_model_linear *lin = m->blocks[l].lin[k];
+            if (lin && dorac_linear_has_adapter(&lin->L) && lin->L.cfg.rank > r) r = lin->L.cfg.rank;
+        }
+    return (r + 7) / 8 * 8;
+}
+
 static void alloc_block(dorac_model *m, allocator *al, block_acts *b, int64_t l) {
     const dorac_model_config *c = &m->cfg;
     dorac_dtype at = m->be->act_type, pt = m->be->param_type;
@@ -177,22 +198,24 @@ static int acts_ensure(dorac_model *m, int64_t B, int64_t T, bool train) {
     if (dorac_linear_has_adapter(&m->head->L)) alloc_t(&al, &a->u_head, at, chunk, m->head->L.cfg.rank, "head u");
     if (train) {
         bool gpt2 = c->family == DORAC_FAMILY_GPT2;
+        int64_t sp = dz_spare_cols(m); /* every buffer a block linear takes as dz */
         alloc_padded(&al, &a->dlogits, at, chunk, V, "dlogits chunk");
         alloc_t(&al, &a->dlnf, at, N, C, "d final norm");
-        alloc_t(&al, &a->dres, at, N, C, "d residual");
+        alloc_wide(&al, &a->dres, at, N, C, sp, "d residual");
         alloc_t(&al, &a->dln, at, N, C, "d norm");
         if (gpt2) {
-            alloc_t(&al, &a->dqkv, at, N, 3 * C, "d qkv");
+            alloc_wide(&al, &a->dqkv, at, N, 3 * C, sp, "d qkv");
         } else {
-            alloc_t(&al, &a->dq, at, N, HD, "dq");
-            alloc_t(&al, &a->dk, at, N, KVD, "dk");
-            alloc_t(&al, &a->dv, at, N, KVD, "dv");
+            alloc_wide(&al, &a->dq, at, N, HD, sp, "dq");
+            alloc_wide(&al, &a->dk, at, N, KVD, sp, "dk");
+            alloc_wide(&al, &a->dv, at, N, KVD, sp, "dv");
         }
         alloc_t(&al, &a->datt, at, N, HD, "d attention");
-        alloc_t(&al, &a->dfc1, at, N, I, "d fc1");
-        if (!gpt2) alloc_t(&al, &a->dfc2, at, N, I, "d fc2");
+        alloc_wide(&al, &a->dfc1, at, N, I, sp, "d fc1");
+        if (!gpt2) alloc_wide(&al, &a->dfc2, at, N, I, sp, "d fc2");
         alloc_t(&al, &a->dact, at, N, I, "d act");
-        if (m->method == DORAC_METHOD_DORA) alloc_t(&al, &a->dscratch, at, N, C, "dz scratch");
+        if (m->method == DORAC_METHOD_DORA) alloc_wide(&al, &a->dscratch, at, N, C, sp, "dz scratch");
+        a->dz_spare = sp > 0;
     }
     if (al.rc) {
         dorac_model_acts_free(m);
@@ -201,15 +224,16 @@ static int acts_ensure(dorac_model *m, int64_t B, int64_t T, bool train) {
     return DORAC_OK;
 }
 
-int dorac_model_update_dora_norms(dorac_model *m) {
+int dorac_model_prepare_adapters(dorac_model *m) {
     dorac_linear **Ls = malloc((m->n_linears ? m->n_linears : 1) * sizeof *Ls);
     if (!Ls) return dorac_error(DORAC_E_NOMEM, "model: out of memory");
     size_t n = 0;
     for (size_t i = 0; i < m->n_linears; i++) {
         dorac_model_linear *l = &m->linears[i];
-        if (l->active && l->L.cfg.method == DORAC_METHOD_DORA) Ls[n++] = &l->L;
+        dorac_method method = l->L.cfg.method;
+        if (l->active && (method == DORAC_METHOD_LORA || method == DORAC_METHOD_DORA)) Ls[n++] = &l->L;
     }
-    int rc = dorac_dora_update_norms(Ls, n);
+    int rc = dorac_linear_prepare(Ls, n);
     free(Ls);
     return rc;
 }
@@ -383,8 +407,9 @@ int dorac_model_forward(dorac_model *m, const dorac_batch *batch, bool train, do
         }
     }
 
-    /* every DoRA norm of this pass at once, from the parameters alone */
-    DORAC_TRY(dorac_model_update_dora_norms(m));
+    /* A and B in the weight type, and every DoRA norm of this pass at once,
+    ** from the parameters alone */
+    DORAC_TRY(dorac_model_prepare_adapters(m));
 
     /* embeddings into the first block's residual input */
     block_acts *b0 = &a->blocks[0];
@@ -415,9 +440,9 @@ int dorac_model_forward(dorac_model *m, const dorac_batch *batch, bool train, do
 ** the layer's zsum is summed, else it is dy, overwritten with dz by DoRA. */
 static int mlp_in_backward(dorac_linear *L, const dorac_dora_epilogue *e, const dorac_tensor *dx,
                            bool accumulate_dx, const dorac_tensor *dy, const dorac_tensor *x,
-                           const dorac_tensor *y, const dorac_tensor *u, uint64_t seed) {
-    if (e) return dorac_linear_backward_dz(L, dx, accumulate_dx, dy, x, u, seed);
-    return dorac_linear_backward(L, dx, accumulate_dx, dy, dy, x, y, u, seed);
+                           const dorac_tensor *y, const dorac_tensor *u, uint64_t seed, bool spare) {
+    if (e) return dorac_linear_backward_dz_ex(L, dx, accumulate_dx, dy, x, u, seed, spare);
+    return dorac_linear_backward_ex(L, dx, accumulate_dx, dy, dy, x, y, u, seed, spare);
 }
 
 static int block_backward(dorac_model *m, int64_t l, block_acts *b, uint64_t seed) {
@@ -434,48 +459,49 @@ static int block_backward(dorac_model *m, int64_t l, block_acts *b, uint64_t see
         u[k] = u_of(m, b, l, k);
     }
     const dorac_tensor *dres = &a->dres, *scratch = &a->dscratch;
+    bool sp = a->dz_spare; /* every dz below has the adapters' spare columns */
 
     /* MLP: out = res2 + down(act). The activation's backward also does the
     ** element-wise DoRA backward of the projections feeding it (one pass). */
-    DORAC_TRY(dorac_linear_backward(lin[LIN_DOWN], &a->dact, false, dres, scratch, &b->act, &b->down,
-                                    &u[LIN_DOWN], seed));
+    DORAC_TRY(dorac_linear_backward_ex(lin[LIN_DOWN], &a->dact, false, dres, scratch, &b->act, &b->down,
+                                    &u[LIN_DOWN], seed, sp));
     int rc = DORAC_OK;
     dorac_dora_epilogue e_up, e_gate;
     const dorac_dora_epilogue *eu = dorac_linear_dora_epilogue(lin[LIN_UP], &e_up, &rc);
     DORAC_TRY(rc);
     if (gpt2) {
         DORAC_TRY(dorac_gelu_backward_dora(be, &a->dfc1, &a->dact, &b->fc1, eu));
-        DORAC_TRY(mlp_in_backward(lin[LIN_UP], eu, &a->dln, false, &a->dfc1, &b->ln2, &b->fc1, &u[LIN_UP], seed));
+        DORAC_TRY(mlp_in_backward(lin[LIN_UP], eu, &a->dln, false, &a->dfc1, &b->ln2, &b->fc1, &u[LIN_UP], seed, sp));
     } else {
         const dorac_dora_epilogue *eg = dorac_linear_dora_epilogue(lin[LIN_GATE], &e_gate, &rc);
         DORAC_TRY(rc);
         DORAC_TRY(dorac_swiglu_backward_dora(be, &a->dfc1, &a->dfc2, &a->dact, &b->fc1, &b->fc2, eg, eu));
         DORAC_TRY(mlp_in_backward(lin[LIN_GATE], eg, &a->dln, false, &a->dfc1, &b->ln2, &b->fc1, &u[LIN_GATE],
-                                  seed));
-        DORAC_TRY(mlp_in_backward(lin[LIN_UP], eu, &a->dln, true, &a->dfc2, &b->ln2, &b->fc2, &u[LIN_UP], seed));
+                                  seed, sp));
+        DORAC_TRY(mlp_in_backward(lin[LIN_UP], eu, &a->dln, true, &a->dfc2, &b->ln2, &b->fc2, &u[LIN_UP], seed, sp));
     }
     DORAC_TRY(norm_backward(m, dres, &a->dln, &b->res2, &b->ln2_mean, &b->ln2_rstd, p->ln2_w, p->ln2_b));
 
     /* attention: res2 = res + o(att) */
-    DORAC_TRY(dorac_linear_backward(lin[LIN_O], &a->datt, false, dres, scratch, &b->att, &b->o,
-                                    &u[LIN_O], seed));
+    DORAC_TRY(dorac_linear_backward_ex(lin[LIN_O], &a->datt, false, dres, scratch, &b->att, &b->o,
+                                    &u[LIN_O], seed, sp));
     if (gpt2) {
         dorac_tensor dq = col_view(&a->dqkv, 0, C), dk = col_view(&a->dqkv, C, C), dv = col_view(&a->dqkv, 2 * C, C);
         DORAC_TRY(be->attention_backward(be, &dq, &dk, &dv, &a->datt, &b->qr, &b->kr, &b->v, &b->att, &b->lse,
                                          B, T, H, KV, D));
-        DORAC_TRY(dorac_linear_backward(lin[LIN_QKV], &a->dln, false, &a->dqkv, &a->dqkv, &b->ln1, &b->qkv,
-                                        &u[LIN_QKV], seed));
+        DORAC_TRY(dorac_linear_backward_ex(lin[LIN_QKV], &a->dln, false, &a->dqkv, &a->dqkv, &b->ln1, &b->qkv,
+                                        &u[LIN_QKV], seed, sp));
     } else {
         DORAC_TRY(be->attention_backward(be, &a->dq, &a->dk, &a->dv, &a->datt, &b->qr, &b->kr, &b->v, &b->att,
                                          &b->lse, B, T, H, KV, D));
         DORAC_TRY(be->rope(be, &a->dq, &a->pos, &m->rope_cos, &m->rope_sin, H, D, true));
         DORAC_TRY(be->rope(be, &a->dk, &a->pos, &m->rope_cos, &m->rope_sin, KV, D, true));
-        DORAC_TRY(dorac_linear_backward(lin[LIN_Q], &a->dln, false, &a->dq, &a->dq, &b->ln1, &b->q,
-                                        &u[LIN_Q], seed));
-        DORAC_TRY(dorac_linear_backward(lin[LIN_K], &a->dln, true, &a->dk, &a->dk, &b->ln1, &b->k,
-                                        &u[LIN_K], seed));
-        DORAC_TRY(dorac_linear_backward(lin[LIN_V], &a->dln, true, &a->dv, &a->dv, &b->ln1, &b->v,
-                                        &u[LIN_V], seed));
+        DORAC_TRY(dorac_linear_backward_ex(lin[LIN_Q], &a->dln, false, &a->dq, &a->dq, &b->ln1, &b->q,
+                                        &u[LIN_Q], seed, sp));
+        DORAC_TRY(dorac_linear_backward_ex(lin[LIN_K], &a->dln, true, &a->dk, &a->dk, &b->ln1, &b->k,
+                                        &u[LIN_K], seed, sp));
+        DORAC_TRY(dorac_linear_backward_ex(lin[LIN_V], &a->dln, true, &a->dv, &a->dv, &b->ln1, &b->v,
+                                        &u[LIN_V], seed, sp));
     }
     return norm_backward(m, dres, &a->dln, &b->res, &b->ln1_mean, &b->ln1_rstd, p->ln1_w, p->ln1_b);
 }

@@ -99,7 +99,7 @@ static dorac_model_linear *add_linear(builder *b, const char *path, const char *
         b->rc = dorac_error(DORAC_E_INVALID, "model: linear table overflow");
         return NULL;
     }
-    char name[128];
+    char name[160];
     dorac_model_param *w = shared_weight, *bias = NULL;
     if (!w) {
         snprintf(name, sizeof name, "%s.weight", path);
@@ -110,14 +110,22 @@ static dorac_model_linear *add_linear(builder *b, const char *path, const char *
         bias = add_param(b, name, 1, out, false);
     }
     if (b->rc) return NULL;
-    dorac_model_linear *l = &m->linears[m->n_linears++];
+    dorac_model_linear *l = &m->linears[m->n_linears];
+    size_t len = strlen(path);
+    if (len >= sizeof l->path) {
+        b->rc = dorac_error(DORAC_E_INVALID, "model: module path %.40s... is longer than %zu bytes", path,
+                            sizeof l->path - 1);
+        return NULL;
+    }
+    m->n_linears++;
     memset(l, 0, sizeof *l);
-    snprintf(l->path, sizeof l->path, "%s", path);
+    memcpy(l->path, path, len + 1);
     l->short_name = short_name;
     l->in = in;
     l->out = out;
     dorac_dtype pt = m->be->param_type;
     l->A = l->B = l->m = l->dA = l->dB = l->dm = l->dW = l->dbias = dorac_tensor_none(pt);
+    l->A_w = l->B_w = dorac_tensor_none(w->w.type);
     dorac_adapter_config frozen = {.method = DORAC_METHOD_FROZEN};
     dorac_tensor none = dorac_tensor_none(pt);
     dorac_linear_tensors t = {.W = w->w, .bias = bias ? bias->w : dorac_tensor_none(m->be->weight_type),
@@ -231,8 +239,9 @@ int dorac_model_create(dorac_model **out, dorac_backend *be, const dorac_model_c
 }
 
 static void linear_free_adapter(dorac_backend *be, dorac_model_linear *l) {
-    dorac_tensor *ts[] = {&l->A, &l->B, &l->m, &l->dA, &l->dB, &l->dm, &l->dW, &l->dbias};
+    dorac_tensor *ts[] = {&l->A, &l->B, &l->m, &l->dA, &l->dB, &l->dm, &l->dW, &l->dbias, &l->B_w};
     for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) dorac_tensor_free(be, ts[i]);
+    l->A_w = dorac_tensor_none(l->A_w.type); /* a view into the weight's allocation */
 }
 
 void dorac_model_free(dorac_model *m) {
@@ -291,12 +300,46 @@ int64_t dorac_model_param_count(const dorac_model *m) {
 static int linear_reinit(dorac_model *m, dorac_model_linear *l, const dorac_adapter_config *cfg) {
     dorac_linear_tensors t = l->L.t;
     t.A = l->A, t.B = l->B, t.m = l->m, t.dA = l->dA, t.dB = l->dB, t.dm = l->dm;
+    t.A_w = l->A_w, t.B_w = l->B_w;
     t.dW = l->dW, t.dbias = l->dbias;
     if (l->active) dorac_linear_free(&l->L);
     l->active = false;
     DORAC_TRY(dorac_linear_init(&l->L, m->be, cfg, l->in, l->out, &t, l->path));
     l->active = true;
     l->L.dropout_stream = (uint64_t)(l - m->linears) + 1;
+    return DORAC_OK;
+}
+
+/* Gives linear l's weight r more rows in a new allocation (W's values
+** copied, the old one freed) and makes l->A_w those rows: A in W's type
+** right after W0, so that the backward reads [W0 ; A] as one operand
+** (dorac_linear_tensors). The param table's view and every linear's view
+** of the old weight (a tied lm_head's) are repointed, as promote_weights
+** does. A weight that is not a whole param of the table keeps its rows
+** and gets no A_w (the backward then runs the adapter's dx on its own). */
+static int extend_weight(dorac_model *m, dorac_model_linear *l, int64_t r) {
+    dorac_backend *be = m->be;
+    dorac_tensor W = l->L.t.W;
+    dorac_model_param *p = NULL;
+    for (size_t i = 0; i < m->n_params && !p; i++)
+        if (m->params[i].w.data == W.data && m->params[i].w.rows == W.rows && m->params[i].w.ld == W.ld)
+            p = &m->params[i];
+    if (!p || W.ld != W.cols) return DORAC_OK;
+    dorac_tensor ext;
+    DORAC_TRY(dorac_tensor_alloc(be, &ext, W.type, W.rows + r, W.cols, l->path));
+    dorac_tensor top = dorac_tensor_rows(&ext, 0, W.rows);
+    int rc = be->copy(be, &top, &W);
+    if (rc) {
+        dorac_tensor_free(be, &ext);
+        return rc;
+    }
+    for (size_t k = 0; k < m->n_linears; k++) {
+        dorac_linear_tensors *t = &m->linears[k].L.t;
+        if (t->W.data == W.data) t->W = top;
+    }
+    dorac_tensor_free(be, &p->w);
+    p->w = top;
+    l->A_w = dorac_tensor_rows(&ext, W.rows, r);
     return DORAC_OK;
 }
 
@@ -312,6 +355,8 @@ static int attach_adapter(dorac_model *m, dorac_model_linear *l, const dorac_ada
         if (!rc) rc = dorac_tensor_alloc(be, &l->B, pt, l->out, r, "lora_B");
         if (!rc) rc = dorac_tensor_alloc(be, &l->dA, pt, r, l->in, "lora_A grad");
         if (!rc) rc = dorac_tensor_alloc(be, &l->dB, pt, l->out, r, "lora_B grad");
+        if (!rc) rc = extend_weight(m, l, r);
+        if (!rc) rc = dorac_tensor_alloc(be, &l->B_w, l->L.t.W.type, l->out, r, "lora_B copy");
     }
     if (!rc && cfg->method == DORAC_METHOD_DORA) {
         rc = dorac_tensor_alloc(be, &l->m, pt, 1, l->out, "magnitude");

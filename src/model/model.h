@@ -96,6 +96,9 @@ typedef struct dorac_model_linear {
     bool active;            /* initialised (dorac_linear_init ran) */
     /* owned parameter/gradient storage for the adapter (absent when frozen) */
     dorac_tensor A, B, m, dA, dB, dm;
+    /* A and B in the weight's type (dorac_linear_tensors): B_w owned, A_w a
+    ** view of the r rows that attaching the adapter added after W's */
+    dorac_tensor A_w, B_w;
     dorac_tensor dW, dbias; /* FULL */
 } dorac_model_linear;
 

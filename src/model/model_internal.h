@@ -42,6 +42,9 @@ typedef struct model_acts {
     dorac_tensor logits, dlogits, loss, u_head; /* head chunk scratch */
     /* backward scratch, shared by all blocks */
     dorac_tensor dres, dln, dq, dk, dv, dqkv, datt, dfc1, dfc2, dact, dscratch;
+    /* dres, dq, dk, dv, dqkv, dfc1, dfc2 and dscratch have at least r spare
+    ** columns for every block adapter (dorac_linear_backward_ex's dz_spare) */
+    bool dz_spare;
     /* what the last train forward left for backward */
     bool ready_for_backward;
     uint64_t dropout_seed;
@@ -69,8 +72,9 @@ int dorac_model_rope_tables(dorac_model *m);
 /* forward.c: frees the activations. */
 void dorac_model_acts_free(dorac_model *m);
 
-/* forward.c: DoRA's norms (n, g = m/n) of every active DoRA linear from the
-** current parameters, in one batch (dorac_dora_update_norms). */
-int dorac_model_update_dora_norms(dorac_model *m);
+/* forward.c: dorac_linear_prepare of every active LoRA/DoRA linear (the
+** copies of A and B in the weight's type, then DoRA's norms), in one batch.
+** Run before a forward after any change of the parameters. */
+int dorac_model_prepare_adapters(dorac_model *m);
 
 #endif

@@ -256,6 +256,8 @@ int CUDA_OP(download)(dorac_backend *be, void *dst, dorac_dtype dst_type, const 
 int CUDA_OP(copy)(dorac_backend *be, const dorac_tensor *dst, const dorac_tensor *src);
 int CUDA_OP(fill)(dorac_backend *be, const dorac_tensor *dst, double value);
 int CUDA_OP(fill_many)(dorac_backend *be, const dorac_tensor *const *dst, size_t n, double value);
+int CUDA_OP(copy_many)(dorac_backend *be, const dorac_tensor *const *dst, const dorac_tensor *const *src,
+                       size_t n);
 int CUDA_OP(gemm)(dorac_backend *be, const dorac_tensor *C, const dorac_tensor *A, bool trans_a,
                   const dorac_tensor *B, bool trans_b, double alpha, double beta);
 int CUDA_OP(axpby)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *X, double alpha,

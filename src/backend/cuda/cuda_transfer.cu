@@ -182,3 +182,49 @@ extern "C" int CUDA_OP(fill_many)(dorac_backend *be, const dorac_tensor *const *
     }
     return DORAC_OK;
 }
+
+/* copy_many: up to COPY_BATCH pairs' views travel in the kernel's
+** parameters (2.3 KB a batch); blockIdx.y picks the pair, the blocks
+** stride over its elements as convert_kernel does. */
+enum { COPY_BATCH = 32 };
+
+typedef struct copy_batch {
+    cuda_view dst[COPY_BATCH], src[COPY_BATCH];
+    int64_t rows[COPY_BATCH], cols[COPY_BATCH];
+} copy_batch;
+
+static __global__ void copy_many_kernel(const __grid_constant__ copy_batch b) {
+    int t = blockIdx.y;
+    int64_t cols = b.cols[t], n = b.rows[t] * cols;
+    for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < n;
+         idx += (int64_t)gridDim.x * blockDim.x)
+        st_at(b.dst[t], idx / cols, idx % cols, ld_at(b.src[t], idx / cols, idx % cols));
+}
+
+extern "C" int CUDA_OP(copy_many)(dorac_backend *be, const dorac_tensor *const *dst,
+                                  const dorac_tensor *const *src, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        if (!dst[i]->data) continue;
+        DORAC_TRY(cuda_check_float(src[i], "copy_many", "src"));
+        DORAC_TRY(cuda_check_shape(dst[i], src[i]->rows, src[i]->cols, "copy_many", "dst"));
+    }
+    size_t i = 0;
+    while (i < n) {
+        copy_batch b;
+        int nb = 0;
+        int64_t most = 0;
+        for (; i < n && nb < COPY_BATCH; i++) {
+            const dorac_tensor *d = dst[i], *s = src[i];
+            if (!d->data || s->rows == 0 || s->cols == 0) continue;
+            b.dst[nb] = cuda_view_of(d), b.src[nb] = cuda_view_of(s), b.rows[nb] = s->rows, b.cols[nb] = s->cols;
+            if (s->rows * s->cols > most) most = s->rows * s->cols;
+            nb++;
+        }
+        if (nb == 0) continue;
+        int64_t blocks = (most + FILL_THREADS - 1) / FILL_THREADS;
+        if (blocks > 1024) blocks = 1024;
+        copy_many_kernel<<<dim3((unsigned)blocks, (unsigned)nb), FILL_THREADS, 0, cuda_stream(be)>>>(b);
+        DORAC_TRY(cuda_launch_status("copy_many"));
+    }
+    return DORAC_OK;
+}
