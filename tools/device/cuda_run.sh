@@ -272,7 +272,9 @@ if want profile; then
     case " ${PROFILE_ARCHS:-gpt2 llama1b} " in *" $1 "*) ;; *) continue ;; esac  # PROFILE_ARCHS: which shapes
     model=/tmp/models/$1; [ -d $model ] || model=/tmp/rq_$1/model
     [ -d $model ] || { echo "profile: no $1 model (run bench or benchq first)"; continue; }
-    run_args=(train --model $model --data /tmp/ids_$1.jsonl --out /tmp/run --method dora --rank 16 --alpha 32
+    for method in ${PROFILE_METHODS:-dora}; do  # PROFILE_METHODS: e.g. "dora lora"
+    sfx=$([ $method = dora ] || echo _$method)
+    run_args=(train --model $model --data /tmp/ids_$1.jsonl --out /tmp/run --method $method --rank 16 --alpha 32
       --targets $4 --batch-size $2 --seq-len $3 --no-pack --long truncate --warmup 0 --lr 1e-4 --device cuda)
     rm -rf /tmp/run /tmp/prof_$1.*
     if [ -n "$NSYS" ]; then
@@ -281,8 +283,8 @@ if want profile; then
       echo "nsys $1 rc=$?"
       timeout 120 $NSYS export --type sqlite --force-overwrite true -o /tmp/prof_$1.sqlite /tmp/prof_$1.nsys-rep \
         >> /tmp/nsys_$1.log 2>&1
-      python3 bench/nsys_steps.py /tmp/prof_$1.sqlite 4 > "$OUT/profile_$1.txt" 2>&1 || tail -5 /tmp/nsys_$1.log
-      head -8 "$OUT/profile_$1.txt"
+      python3 bench/nsys_steps.py /tmp/prof_$1.sqlite 4 > "$OUT/profile_$1$sfx.txt" 2>&1 || tail -5 /tmp/nsys_$1.log
+      head -8 "$OUT/profile_$1$sfx.txt"
     else
       # no nsys on the machine: each kernel's time at the GPU's own clocks
       # and a warm L2 (ncu serialises kernels, so the sum is the GPU's busy
@@ -291,8 +293,9 @@ if want profile; then
       timeout 240 ncu --csv --print-units base --cache-control none --clock-control none \
         --metrics gpu__time_duration.sum $BIN/dorac "${run_args[@]}" --steps 3 --log-every 1 \
         2>/dev/null | grep '^"' > /tmp/ncu_p$1.csv
-      python3 bench/ncu_steps.py /tmp/ncu_p$1.csv > "$OUT/profile_$1.txt"
-      head -5 "$OUT/profile_$1.txt"
+      python3 bench/ncu_steps.py /tmp/ncu_p$1.csv > "$OUT/profile_$1$sfx.txt"
+      head -5 "$OUT/profile_$1$sfx.txt"
     fi
+    done
   done
 fi
