@@ -84,7 +84,7 @@
 
 /* Every entry of the struct has a case below. If this fires, an entry was
 ** added to backend.h: add its test case here, then the count. */
-_Static_assert((sizeof(dorac_backend) - offsetof(dorac_backend, destroy)) / sizeof(void (*)(void)) == 45,
+_Static_assert((sizeof(dorac_backend) - offsetof(dorac_backend, destroy)) / sizeof(void (*)(void)) == 46,
                "dorac_backend gained or lost an entry: update test_backend_ops.c");
 
 /* ---------------------------------------------------------------------- */
@@ -1321,6 +1321,19 @@ static int run_rope(dorac_backend *be, const dorac_tensor *t, const op_case *c) 
     return be->rope(be, &k, &t[1], &t[2], &t[3], c->KV, c->D, c->inverse);
 }
 
+/* rope_copy (through dorac_rope_copy): t[0] out, t[1] x, each holding q
+** then k in its first (H + KV) D columns */
+static int run_rope_copy(dorac_backend *be, const dorac_tensor *t, const op_case *c) {
+    int64_t HD = c->H * c->D, KVD = c->KV * c->D;
+    dorac_tensor q = cols_of(&t[1], 0, HD), k = cols_of(&t[1], HD, KVD);
+    dorac_tensor qo = cols_of(&t[0], 0, HD), ko = cols_of(&t[0], HD, KVD);
+    DORAC_TRY(dorac_rope_copy(be, &qo, &q, &t[2], &t[3], &t[4], c->H, c->D, c->inverse));
+    return dorac_rope_copy(be, &ko, &k, &t[2], &t[3], &t[4], c->KV, c->D, c->inverse);
+}
+
+/* Both ropes at D = 64, 16 and 128, forward and inverse, on rows padded by
+** 3 columns (one pair a thread on the GPU) and by 8 (BF16 rows read 16
+** bytes at a time there). */
 static void rope_cases(dorac_backend *cpu, dorac_backend *dev) {
     static const int64_t dims[] = {64, 16, 128};
     const int64_t N = 37, P = 128, H = 8, KV = 2;
@@ -1334,12 +1347,16 @@ static void rope_cases(dorac_backend *cpu, dorac_backend *dev) {
             }
         int32_t *pos = random_ids(N, P, 3);
         pos[0] = 0, pos[1] = (int32_t)P - 1;
-        for (int inv = 0; inv < 2; inv++) {
-            op_case c = new_case("rope", run_rope);
+        for (int k = 0; k < 8; k++) {
+            int inv = k & 1, pad = k & 2 ? 8 : 3;
+            bool copy = k & 4;
+            int64_t W = (H + KV) * D + pad;
+            op_case c = new_case(copy ? "rope_copy" : "rope", copy ? run_rope_copy : run_rope);
             c.H = H, c.KV = KV, c.D = D, c.inverse = inv;
-            snprintf(c.shape, sizeof c.shape, "N%lld H%lld+KV%lld D%lld %s", (long long)N, (long long)H,
-                     (long long)KV, (long long)D, inv ? "inverse" : "forward");
-            add(&c, output("qk", ROLE_ACT, N, (H + KV) * D + 3, 0, (H + KV) * D, CLS_ELEM, false));
+            snprintf(c.shape, sizeof c.shape, "N%lld H%lld+KV%lld D%lld ld%lld %s", (long long)N, (long long)H,
+                     (long long)KV, (long long)D, (long long)W, inv ? "inverse" : "forward");
+            add(&c, output(copy ? "out" : "qk", ROLE_ACT, N, W, 0, (H + KV) * D, CLS_ELEM, copy));
+            if (copy) add(&c, input("x", ROLE_ACT, N, W, -2, 2));
             add(&c, index_buf("pos", pos, N));
             add(&c, host_buf("cos", ROLE_PARAM, P, half, cs));
             add(&c, host_buf("sin", ROLE_PARAM, P, half, sn));
@@ -1663,8 +1680,8 @@ static void check_entries(dorac_backend *dev) {
     size_t n = sizeof entries / sizeof entries[0];
     for (size_t i = 0; i < n; i++)
         if (!entries[i].set) note("backend", entries[i].name, "entry is NULL", false);
-    char msg[160];
-    snprintf(msg, sizeof msg, "%zu entries checked (+ the optional synchronize, fill_many, copy_many, lora_up_scale, sum_squares_many, adamw_many, dora_norm_many, swiglu/gelu_backward_dora)", n);
+    char msg[240];
+    snprintf(msg, sizeof msg, "%zu entries checked (+ the optional synchronize, fill_many, copy_many, rope_copy, lora_up_scale, sum_squares_many, adamw_many, dora_norm_many, swiglu/gelu_backward_dora)", n);
     note("backend", dev->name, msg, true);
 }
 

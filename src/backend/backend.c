@@ -57,6 +57,14 @@ int dorac_fill_many(dorac_backend *be, const dorac_tensor *const *dst, size_t n,
     return DORAC_OK;
 }
 
+int dorac_rope_copy(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *x, const dorac_tensor *pos,
+                    const dorac_tensor *cos, const dorac_tensor *sin, int64_t n_heads, int64_t head_dim,
+                    bool inverse) {
+    if (be->rope_copy) return be->rope_copy(be, out, x, pos, cos, sin, n_heads, head_dim, inverse);
+    if (out->data != x->data || out->ld != x->ld) DORAC_TRY(be->copy(be, out, x));
+    return be->rope(be, out, pos, cos, sin, n_heads, head_dim, inverse);
+}
+
 int dorac_copy_many(dorac_backend *be, const dorac_tensor *const *dst, const dorac_tensor *const *src,
                     size_t n) {
     if (be->copy_many) return be->copy_many(be, dst, src, n);

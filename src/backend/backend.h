@@ -258,6 +258,15 @@ struct dorac_backend {
     int (*rope)(dorac_backend *be, const dorac_tensor *x, const dorac_tensor *pos,
                 const dorac_tensor *cos, const dorac_tensor *sin, int64_t n_heads,
                 int64_t head_dim, bool inverse);
+    /* (optional) out <- rope of x (the same shape; x unchanged), in one
+    ** pass instead of copy then rope: the model keeps q and k as its
+    ** linears produced them (DoRA's backward reads them) and attends to the
+    ** rotated copies. out may be x itself (rope in place) but must not
+    ** overlap it otherwise. NULL: callers use dorac_rope_copy, whose slow
+    ** twin is copy then rope. */
+    int (*rope_copy)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *x,
+                     const dorac_tensor *pos, const dorac_tensor *cos, const dorac_tensor *sin,
+                     int64_t n_heads, int64_t head_dim, bool inverse);
     /* Causal softmax(q k^T / sqrt(D)) v per (batch, head), head h reading kv
     ** head h / (H/KV). q, out (N, H*D); k, v (N, KV*D); column views with
     ** ld > cols are fine. lse (1, B*H*T) saves each row's log-sum-exp. */
@@ -359,6 +368,12 @@ const char *dorac_shape_str(const dorac_tensor *t, char *buf, size_t size);
 /* be->fill_many where the backend has it, else fill per tensor with data:
 ** the slow, obvious twin. */
 int dorac_fill_many(dorac_backend *be, const dorac_tensor *const *dst, size_t n, double value);
+
+/* be->rope_copy where the backend has it, else copy (unless out is x) then
+** rope in place: the slow, obvious twin. */
+int dorac_rope_copy(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *x, const dorac_tensor *pos,
+                    const dorac_tensor *cos, const dorac_tensor *sin, int64_t n_heads, int64_t head_dim,
+                    bool inverse);
 
 /* be->copy_many where the backend has it, else copy per pair whose dst has
 ** data: the slow, obvious twin. */

@@ -303,10 +303,8 @@ static int block_forward(dorac_model *m, int64_t l, block_acts *b, const dorac_t
         DORAC_TRY(linear_forward(lin[LIN_K], &b->k, &u[LIN_K], &b->ln1, seed));
         DORAC_TRY(linear_forward(lin[LIN_V], &b->v, &u[LIN_V], &b->ln1, seed));
         /* rotated copies: the linears' outputs stay as DoRA's backward needs them */
-        DORAC_TRY(be->copy(be, &b->qr, &b->q));
-        DORAC_TRY(be->copy(be, &b->kr, &b->k));
-        DORAC_TRY(be->rope(be, &b->qr, &a->pos, &m->rope_cos, &m->rope_sin, H, D, false));
-        DORAC_TRY(be->rope(be, &b->kr, &a->pos, &m->rope_cos, &m->rope_sin, KV, D, false));
+        DORAC_TRY(dorac_rope_copy(be, &b->qr, &b->q, &a->pos, &m->rope_cos, &m->rope_sin, H, D, false));
+        DORAC_TRY(dorac_rope_copy(be, &b->kr, &b->k, &a->pos, &m->rope_cos, &m->rope_sin, KV, D, false));
     }
     DORAC_TRY(be->attention_forward(be, &b->att, &b->lse, &b->qr, &b->kr, &b->v, B, T, H, KV, D));
     DORAC_TRY(linear_forward(lin[LIN_O], &b->o, &u[LIN_O], &b->att, seed));

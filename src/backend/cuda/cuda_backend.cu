@@ -280,6 +280,7 @@ extern "C" dorac_backend *dorac_backend_cuda_create(dorac_cuda_params params) {
     be->layernorm_forward = CUDA_OP(layernorm_forward);
     be->layernorm_backward = CUDA_OP(layernorm_backward);
     be->rope = CUDA_OP(rope);
+    be->rope_copy = CUDA_OP(rope_copy);
     be->attention_forward = CUDA_OP(attention_forward);
     be->attention_backward = CUDA_OP(attention_backward);
     be->swiglu_forward = CUDA_OP(swiglu_forward);

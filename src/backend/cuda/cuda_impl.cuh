@@ -311,6 +311,9 @@ int CUDA_OP(layernorm_backward)(dorac_backend *be, const dorac_tensor *dx, const
 int CUDA_OP(rope)(dorac_backend *be, const dorac_tensor *x, const dorac_tensor *pos,
                   const dorac_tensor *cos_t, const dorac_tensor *sin_t, int64_t n_heads,
                   int64_t head_dim, bool inverse);
+int CUDA_OP(rope_copy)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *x,
+                       const dorac_tensor *pos, const dorac_tensor *cos_t, const dorac_tensor *sin_t,
+                       int64_t n_heads, int64_t head_dim, bool inverse);
 int CUDA_OP(attention_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *lse,
                                const dorac_tensor *q, const dorac_tensor *k, const dorac_tensor *v,
                                int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D);
