@@ -1218,7 +1218,7 @@ static void embedding_cases(dorac_backend *cpu, dorac_backend *dev) {
 
 /* rmsnorm_forward: out (N, C), rstd (1, N), x (N, C + 2) at column 1, w (1, C) */
 static int run_rms_fwd(dorac_backend *be, const dorac_tensor *t, const op_case *c) {
-    dorac_tensor x = cols_of(&t[2], 1, c->C);
+    dorac_tensor x = cols_of(&t[2], c->off, c->C);
     return be->rmsnorm_forward(be, &t[0], &t[1], &x, &t[3], c->eps);
 }
 
@@ -1231,21 +1231,28 @@ static int run_rms_bwd(dorac_backend *be, const dorac_tensor *t, const op_case *
     return be->rmsnorm_backward(be, &t[0], &t[1], &t[2], &t[3], &t[4], &t[5]);
 }
 
+/* x at column 1 of a wider buffer (rows not 16-byte aligned) and at column
+** 0 of rows padded by 8 (aligned: the GPU's row-in-registers kernels, which
+** the backward's aligned (N, C) buffers take too); C = 2048 and 8192 are
+** Llama-1B's and the widest those kernels take, 5000 a wide row whose
+** last chunks are partial. */
 static void rmsnorm_cases(dorac_backend *cpu, dorac_backend *dev) {
-    static const int64_t shapes[][2] = {{37, 64}, {1, 4096}, {300, 1000}};
-    for (int s = 0; s < 3; s++) {
+    static const int64_t shapes[][2] = {{37, 64}, {1, 4096}, {300, 1000}, {64, 2048}, {16, 8192}, {24, 5000}};
+    for (int s = 0; s < 6; s++) {
         int64_t N = shapes[s][0], C = shapes[s][1];
-        op_case c = new_case("rmsnorm_forward", run_rms_fwd);
-        c.C = C, c.eps = 1e-5;
-        snprintf(c.shape, sizeof c.shape, "N%lld C%lld", (long long)N, (long long)C);
-        add(&c, output("out", ROLE_ACT, N, C, 0, C, CLS_RED, true));
-        add(&c, output("rstd", ROLE_STAT, 1, N, 0, N, CLS_RED, true));
-        add(&c, input("x", ROLE_ACT, N, C + 2, -2, 2));
-        add(&c, input("w", ROLE_WEIGHT, 1, C, 0.5, 1.5));
-        run_case(cpu, dev, &c);
+        for (int off = 0; off < 2; off++) {
+            op_case c = new_case("rmsnorm_forward", run_rms_fwd);
+            c.C = C, c.eps = 1e-5, c.off = off;
+            snprintf(c.shape, sizeof c.shape, "N%lld C%lld x at column %d", (long long)N, (long long)C, off);
+            add(&c, output("out", ROLE_ACT, N, C, 0, C, CLS_RED, true));
+            add(&c, output("rstd", ROLE_STAT, 1, N, 0, N, CLS_RED, true));
+            add(&c, input("x", ROLE_ACT, N, C + (off ? 2 : 8), -2, 2));
+            add(&c, input("w", ROLE_WEIGHT, 1, C, 0.5, 1.5));
+            run_case(cpu, dev, &c);
+        }
         for (int w = 0; w < 2; w++) {
             op_case b = new_case("rmsnorm_backward", run_rms_bwd);
-            b.prep = prep_rms_bwd, b.eps = 1e-5, b.determinism = s == 2;
+            b.prep = prep_rms_bwd, b.eps = 1e-5, b.determinism = s == 2 || s == 3;
             snprintf(b.shape, sizeof b.shape, "N%lld C%lld dw %s", (long long)N, (long long)C, w ? "yes" : "no");
             add(&b, output("dx", ROLE_ACT, N, C, 0, C, CLS_RED, false));
             add(&b, w ? output("dw", ROLE_PARAM, 1, C, 0, C, CLS_RED, false) : absent("dw", ROLE_PARAM));
