@@ -1843,7 +1843,9 @@ static void check_transfers(dorac_backend *dev) {
 ** launch's batch), (1 + i % 4) x (CC - i % 5) each, between every pair of
 ** float types. The sources are overlapping views of one buffer (reads may
 ** share); the destinations are disjoint row blocks of another, at column
-** i % 3, whose other elements keep a sentinel; pair 9 has an absent dst
+** i % 3, whose other elements keep a sentinel (12288, exact in BF16 too:
+** a first version's 12345 rounded, and every element then counted as
+** written on the GPU); pair 9 has an absent dst
 ** (skipped). Then a pair of mismatched shapes must fail. */
 static void copy_many_case(dorac_backend *dev, const dorac_dtype *types, int nt) {
     enum { CR = 40, CC = 37, DR = 4 * CR };
@@ -1857,7 +1859,7 @@ static void copy_many_case(dorac_backend *dev, const dorac_dtype *types, int nt)
         float *h = malloc(ns * sizeof *h), *sent = malloc(nd * sizeof *sent);
         float *got[2] = {malloc(nd * sizeof(float)), malloc(nd * sizeof(float))};
         for (size_t k = 0; k < ns; k++) h[k] = (float)(0.37 * sin(1.0 + 0.731 * (double)k) * (1.0 + (double)(k % 7)));
-        for (size_t k = 0; k < nd; k++) sent[k] = 12345.0f;
+        for (size_t k = 0; k < nd; k++) sent[k] = 12288.0f;
         int rc = dev->upload(dev, &src, h, DORAC_DTYPE_F32);
         for (int w = 0; w < 2 && !rc; w++) rc = dev->upload(dev, &dst[w], sent, DORAC_DTYPE_F32);
         dorac_tensor sv[CR], dv[2][CR], none = dorac_tensor_none(td);
@@ -1884,7 +1886,7 @@ static void copy_many_case(dorac_backend *dev, const dorac_dtype *types, int nt)
         size_t bad = 0, written = 0;
         for (size_t k = 0; !rc && k < nd; k++) {
             bad += !same_bits_or_nan(got[0][k], got[1][k]);
-            written += got[0][k] != 12345.0f;
+            written += got[0][k] != 12288.0f;
         }
         char what[32], msg[160];
         snprintf(what, sizeof what, "%s->%s", dorac_dtype_name(ts), dorac_dtype_name(td));
