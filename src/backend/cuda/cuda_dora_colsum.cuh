@@ -15,9 +15,9 @@
 ** per-element division; a column with g == 0 contributes 0.
 **
 ** The pass is bandwidth bound. Loads and stores move 16-byte chunks
-** (cuda_chunk.cuh) coalesced along the columns, in one kernel whose only
-** atomics are arrival counters. Each column's sums have a fixed shape for
-** given (N, out), so results are the same from run to run:
+** (cuda_chunk.cuh) coalesced along the columns, in two kernels and no
+** atomics. Each column's sums have a fixed shape for given (N, out), so
+** results are the same from run to run:
 **   1. The rows are cut into n_parts parts (grid y) and the columns into
 **      blocks of BX chunks (grid x; BX = 32, 64 or 128, i.e. 256 to 1024
 **      columns). A block has COLSUM_THREADS threads, BX x BY: thread
@@ -27,11 +27,8 @@
 **      64 rows in fp32; the g chunk is loaded once, before the walk. The BY
 **      runs of a column are then added in double in ty order, and a part's
 **      two sums per (side, column) are stored as floats in a scratch array.
-**   2. The last of a column block's parts to finish (cuda_last_block; one
-**      arrival counter a column block) adds, one thread per column, the
-**      n_parts partials in double, in part order, and updates zsum. (A
-**      finish kernel of its own did this until 2026-11-29: 96 launches of
-**      about 5 us a Llama-1B DoRA step, plus their gaps.)
+**   2. One thread per column adds its n_parts partials in double, in part
+**      order, and updates zsum.
 ** With a single part, pass 1 updates zsum itself and no scratch is used.
 **
 ** Why it is shaped so. On the H200 (ncu) the previous design (256-column
@@ -156,8 +153,8 @@ static __device__ __forceinline__ void dora_zsum_update(const dora_side &s, int6
 ** + (ty + 1) run - 1 of its part (those in the part). */
 template <int K, class Producer, bool BF16>
 static __global__ void __launch_bounds__(COLSUM_THREADS, colsum_blocks_per_sm(K))
-dora_colsum_partial_kernel(Producer produce, dora_sides<K> s, float *partial, unsigned *arrivals, int64_t N,
-                           int64_t out, int64_t rows_per_part, int64_t run, int64_t n_parts) {
+dora_colsum_partial_kernel(Producer produce, dora_sides<K> s, float *partial, int64_t N, int64_t out,
+                           int64_t rows_per_part, int64_t run, int64_t n_parts) {
     enum { N_IN = Producer::N_IN, AHEAD = BF16 ? COLSUM_AHEAD : 0, DEPTH = AHEAD + 1 };
     __shared__ __align__(16) float sums[2][COLSUM_THREADS * CUDA_CHUNK];
     int64_t c0 = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * CUDA_CHUNK;
@@ -248,26 +245,36 @@ dora_colsum_partial_kernel(Producer produce, dora_sides<K> s, float *partial, un
             }
         }
     }
-    if (!partial) return;
+}
 
-    /* pass 2 by the column block's last part to finish (cuda_last_block):
-    ** each thread adds its columns' n_parts partials in part order, in
-    ** double, eight loads in flight (__ldcg: the other blocks' writes, from
-    ** L2) */
-    if (!cuda_last_block(&arrivals[blockIdx.x], (unsigned)n_parts)) return;
+/* Pass 2. partial (K, 2, n_parts, out) -> each DoRA side's zsum. Block
+** (FINISH_COLS, FINISH_SLICES): thread (x, y) adds parts y, y + SLICES, ...
+** of column x in order, in double, then thread y = 0 adds the SLICES
+** results in y order: a fixed order for given sizes. */
+enum { COLSUM_FINISH_COLS = 32, COLSUM_FINISH_SLICES = 8 };
+template <int K>
+static __global__ void __launch_bounds__(COLSUM_FINISH_COLS * COLSUM_FINISH_SLICES)
+dora_colsum_finish_kernel(dora_sides<K> s, const float *partial, int64_t out, int64_t n_parts) {
+    __shared__ double slice[2][COLSUM_FINISH_SLICES][COLSUM_FINISH_COLS];
+    int64_t o = (int64_t)blockIdx.x * COLSUM_FINISH_COLS + threadIdx.x;
 #pragma unroll
     for (int j = 0; j < K; j++) {
-        if (!s.side[j].dora) continue;
-        for (int c = t; c < cols; c += COLSUM_THREADS) {
-            int64_t o = (int64_t)blockIdx.x * cols + c;
-            if (o >= out) break;
-            const float *pyy = partial + (int64_t)(2 * j) * n_parts * out + o;
-            const float *py = partial + (int64_t)(2 * j + 1) * n_parts * out + o;
-            double s_dyy = 0.0, s_dy = 0.0;
-#pragma unroll 8
-            for (int64_t q = 0; q < n_parts; q++) {
-                s_dyy += (double)__ldcg(pyy + q * out);
-                s_dy += (double)__ldcg(py + q * out);
+        if (!s.side[j].dora) continue; /* uniform over the grid */
+        double s_dyy = 0.0, s_dy = 0.0;
+        if (o < out)
+            for (int64_t p = threadIdx.y; p < n_parts; p += COLSUM_FINISH_SLICES) {
+                s_dyy += partial[((int64_t)(2 * j) * n_parts + p) * out + o];
+                s_dy += partial[((int64_t)(2 * j + 1) * n_parts + p) * out + o];
+            }
+        __syncthreads();
+        slice[0][threadIdx.y][threadIdx.x] = s_dyy;
+        slice[1][threadIdx.y][threadIdx.x] = s_dy;
+        __syncthreads();
+        if (threadIdx.y == 0 && o < out) {
+            s_dyy = s_dy = 0.0;
+            for (int y = 0; y < COLSUM_FINISH_SLICES; y++) {
+                s_dyy += slice[0][y][threadIdx.x];
+                s_dy += slice[1][y][threadIdx.x];
             }
             dora_zsum_update(s.side[j], o, s_dyy, s_dy);
         }
@@ -317,20 +324,23 @@ static int dora_colsum_launch(dorac_backend *be, const Producer &produce, const 
 
     cudaStream_t stream = cuda_stream(be);
     float *partial = NULL;
-    unsigned *arrivals = NULL;
     if (p.n_parts > 1 && any_dora) {
-        DORAC_TRY(cuda_counters(be, (size_t)p.col_blocks, &arrivals));
         partial = (float *)be->alloc(be, 2 * (size_t)K * (size_t)p.n_parts * (size_t)out * sizeof(float));
         if (!partial) return DORAC_E_NOMEM;
     }
     dim3 grid((unsigned)p.col_blocks, (unsigned)p.n_parts), block((unsigned)p.bx, (unsigned)p.by);
     if (bf16)
-        dora_colsum_partial_kernel<K, Producer, true><<<grid, block, 0, stream>>>(
-            produce, s, partial, arrivals, N, out, p.rows_per_part, p.run, p.n_parts);
+        dora_colsum_partial_kernel<K, Producer, true>
+            <<<grid, block, 0, stream>>>(produce, s, partial, N, out, p.rows_per_part, p.run, p.n_parts);
     else
-        dora_colsum_partial_kernel<K, Producer, false><<<grid, block, 0, stream>>>(
-            produce, s, partial, arrivals, N, out, p.rows_per_part, p.run, p.n_parts);
-    if (partial) be->free(be, partial); /* stream-ordered: after the kernel finishes */
+        dora_colsum_partial_kernel<K, Producer, false>
+            <<<grid, block, 0, stream>>>(produce, s, partial, N, out, p.rows_per_part, p.run, p.n_parts);
+    if (partial) {
+        dim3 fblock(COLSUM_FINISH_COLS, COLSUM_FINISH_SLICES);
+        dora_colsum_finish_kernel<K><<<cuda_blocks(out, COLSUM_FINISH_COLS), fblock, 0, stream>>>(s, partial, out,
+                                                                                                 p.n_parts);
+        be->free(be, partial); /* stream-ordered: after the kernels finish */
+    }
     return cuda_launch_status(op);
 }
 
