@@ -84,7 +84,7 @@
 
 /* Every entry of the struct has a case below. If this fires, an entry was
 ** added to backend.h: add its test case here, then the count. */
-_Static_assert((sizeof(dorac_backend) - offsetof(dorac_backend, destroy)) / sizeof(void (*)(void)) == 46,
+_Static_assert((sizeof(dorac_backend) - offsetof(dorac_backend, destroy)) / sizeof(void (*)(void)) == 47,
                "dorac_backend gained or lost an entry: update test_backend_ops.c");
 
 /* ---------------------------------------------------------------------- */
@@ -1688,7 +1688,7 @@ static void check_entries(dorac_backend *dev) {
     for (size_t i = 0; i < n; i++)
         if (!entries[i].set) note("backend", entries[i].name, "entry is NULL", false);
     char msg[240];
-    snprintf(msg, sizeof msg, "%zu entries checked (+ the optional synchronize, fill_many, copy_many, rope_copy, lora_up_scale, sum_squares_many, adamw_many, dora_norm_many, swiglu/gelu_backward_dora)", n);
+    snprintf(msg, sizeof msg, "%zu entries checked (+ the optional synchronize, gemm_many, fill_many, copy_many, rope_copy, lora_up_scale, sum_squares_many, adamw_many, dora_norm_many, swiglu/gelu_backward_dora)", n);
     note("backend", dev->name, msg, true);
 }
 
@@ -1906,6 +1906,65 @@ static void copy_many_case(dorac_backend *dev, const dorac_dtype *types, int nt)
     }
 }
 
+/* gemm_many (through dorac_gemm_many) against one gemm per product on the
+** same device: seven P-shaped products C (M, 16) = A (M, K) B (16, K)^T
+** with beta 0.5, three and two of them sharing sizes (batched where the
+** device batches), one alone, and one whose A is in param_type (F32 on the
+** GPU: gemm's conversion, never batched). Both ways accumulate in fp32; a
+** batch may sum in another order, so the check is relative, 1e-5 of the
+** largest element. Then a product of mismatched sizes must fail. */
+static void gemm_many_case(dorac_backend *dev) {
+    enum { NP = 7, R = 16 };
+    static const int64_t MK[NP][2] = {{40, 64}, {24, 96}, {40, 64}, {24, 96}, {40, 64}, {72, 64}, {40, 64}};
+    dorac_tensor C[2][NP], A[NP], B[NP];
+    const dorac_tensor *cl[NP], *al[NP], *bl[NP];
+    int rc = DORAC_OK;
+    for (int i = 0; i < NP && !rc; i++) {
+        int64_t M = MK[i][0], K = MK[i][1];
+        dorac_dtype at = i == 6 ? dev->param_type : dev->weight_type;
+        rc = dorac_tensor_alloc(dev, &A[i], at, M, K, "gemm_many A");
+        if (!rc) rc = dorac_tensor_alloc(dev, &B[i], dev->weight_type, R, K, "gemm_many B");
+        for (int w = 0; w < 2 && !rc; w++) rc = dorac_tensor_alloc(dev, &C[w][i], dev->param_type, M, R, "gemm_many C");
+        double *h = malloc((size_t)(M * K + R * K + M * R) * sizeof *h);
+        for (int64_t k = 0; k < M * K + R * K + M * R; k++) h[k] = sin(0.37 * (double)k + (double)i);
+        if (!rc) rc = dev->upload(dev, &A[i], h, DORAC_DTYPE_F64);
+        if (!rc) rc = dev->upload(dev, &B[i], h + M * K, DORAC_DTYPE_F64);
+        for (int w = 0; w < 2 && !rc; w++) rc = dev->upload(dev, &C[w][i], h + M * K + R * K, DORAC_DTYPE_F64);
+        free(h);
+        cl[i] = &C[0][i], al[i] = &A[i], bl[i] = &B[i];
+    }
+    if (!rc) rc = dorac_gemm_many(dev, cl, al, false, bl, true, NP, 0.75, 0.5);
+    for (int i = 0; i < NP && !rc; i++) rc = dev->gemm(dev, &C[1][i], &A[i], false, &B[i], true, 0.75, 0.5);
+    double worst = 0;
+    for (int i = 0; i < NP && !rc; i++) {
+        size_t n = (size_t)(C[0][i].rows * R);
+        double *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
+        rc = dev->download(dev, x, DORAC_DTYPE_F64, &C[0][i]);
+        if (!rc) rc = dev->download(dev, y, DORAC_DTYPE_F64, &C[1][i]);
+        double num = 0, den = 1e-30;
+        for (size_t k = 0; !rc && k < n; k++) num = fmax(num, fabs(x[k] - y[k])), den = fmax(den, fabs(y[k]));
+        worst = fmax(worst, num / den);
+        free(x), free(y);
+    }
+    char msg[160];
+    if (rc) snprintf(msg, sizeof msg, "%s", dorac_last_error());
+    else snprintf(msg, sizeof msg, "%d products in 3 shapes: worst relative difference from gemm %.2e", NP, worst);
+    note("gemm_many", dorac_dtype_name(dev->weight_type), msg, !rc && worst <= 1e-5);
+    /* a product whose C has the wrong rows */
+    if (!rc) {
+        dorac_tensor shorter = C[0][0];
+        shorter.rows -= 1;
+        const dorac_tensor *cbad[1] = {&shorter};
+        int erc = dorac_gemm_many(dev, cbad, al, false, bl, true, 1, 1.0, 0.0);
+        note("gemm_many", "sizes", erc ? "mismatch rejected" : "mismatch accepted", erc != DORAC_OK);
+        dorac_error_clear();
+    }
+    for (int i = 0; i < NP; i++) {
+        dorac_tensor_free(dev, &A[i]), dorac_tensor_free(dev, &B[i]);
+        dorac_tensor_free(dev, &C[0][i]), dorac_tensor_free(dev, &C[1][i]);
+    }
+}
+
 static void check_copy_fill(dorac_backend *dev) {
     dorac_dtype types[4];
     int nt = device_float_types(dev, types);
@@ -2007,6 +2066,7 @@ static void check_copy_fill(dorac_backend *dev) {
         dorac_tensor_free(dev, &buf);
     }
     copy_many_case(dev, types, nt);
+    gemm_many_case(dev);
 }
 
 /* ---------------------------------------------------------------------- */

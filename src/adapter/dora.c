@@ -26,9 +26,10 @@ int dorac_dora_update_norms(dorac_linear *const *Ls, size_t n) {
     if (n == 0) return DORAC_OK;
     dorac_backend *be = Ls[0]->be;
     dorac_dora_norm_item *items = malloc(n * sizeof *items);
-    if (!items) return dorac_error(DORAC_E_NOMEM, "dora: out of memory for %zu norm updates", n);
+    const dorac_tensor **P = malloc(3 * n * sizeof *P), **W = P ? P + n : NULL, **A = P ? P + 2 * n : NULL;
+    int rc = items && P ? DORAC_OK : dorac_error(DORAC_E_NOMEM, "dora: out of memory for %zu norm updates", n);
     dorac_tensor none = dorac_tensor_none(be->param_type);
-    int rc = DORAC_OK;
+    size_t np = 0;
     for (size_t i = 0; i < n && !rc; i++) {
         dorac_linear *L = Ls[i];
         const dorac_linear_tensors *t = &L->t;
@@ -36,13 +37,15 @@ int dorac_dora_update_norms(dorac_linear *const *Ls, size_t n) {
         if (L->be != be) rc = dorac_error(DORAC_E_INVALID, "dora: norm updates on two backends");
         /* P = W0 A^T, from A's copy in W's type where there is one (the
         ** product would convert A to it otherwise) */
-        const dorac_tensor *A = t->A_w.data ? &t->A_w : &t->A;
-        if (!rc && ranked) rc = be->gemm(be, &L->P, &t->W, false, A, true, 1.0, 0.0);
+        if (ranked) P[np] = &L->P, W[np] = &t->W, A[np++] = t->A_w.data ? &t->A_w : &t->A;
         items[i] = (dorac_dora_norm_item){&L->n, &L->g, &L->c, ranked ? &t->A : &none, ranked ? &t->B : &none,
                                           ranked ? &L->P : &none, ranked ? &L->G : &none, &t->m, L->scale};
     }
+    /* every layer's P in a few batched products, then G and the norms */
+    if (!rc) rc = dorac_gemm_many(be, P, W, false, A, true, np, 1.0, 0.0);
     if (!rc) rc = dorac_dora_norm_many(be, items, n, DORAC_DORA_NORM_SQ_FLOOR);
     free(items);
+    free(P);
     return rc;
 }
 

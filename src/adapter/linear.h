@@ -215,8 +215,9 @@ int dorac_linear_prepare(dorac_linear *const *Ls, size_t n);
 int dorac_dora_update_norm(dorac_linear *L);
 
 /* The norms of each of the n DoRA linears Ls[0..n) (one backend): the P
-** products one by one, then G and the norms of all of them through
-** dorac_dora_norm_many (the same results, in fewer launches). P reads A_w
+** products through dorac_gemm_many, then G and the norms of all of them
+** through dorac_dora_norm_many (the same results up to the rounding of P,
+** in fewer launches). P reads A_w
 ** where there is one, so refresh the copies first (dorac_linear_prepare
 ** does both). */
 int dorac_dora_update_norms(dorac_linear *const *Ls, size_t n);

@@ -57,6 +57,13 @@ int dorac_fill_many(dorac_backend *be, const dorac_tensor *const *dst, size_t n,
     return DORAC_OK;
 }
 
+int dorac_gemm_many(dorac_backend *be, const dorac_tensor *const *C, const dorac_tensor *const *A, bool trans_a,
+                    const dorac_tensor *const *B, bool trans_b, size_t n, double alpha, double beta) {
+    if (be->gemm_many) return be->gemm_many(be, C, A, trans_a, B, trans_b, n, alpha, beta);
+    for (size_t i = 0; i < n; i++) DORAC_TRY(be->gemm(be, C[i], A[i], trans_a, B[i], trans_b, alpha, beta));
+    return DORAC_OK;
+}
+
 int dorac_rope_copy(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *x, const dorac_tensor *pos,
                     const dorac_tensor *cos, const dorac_tensor *sin, int64_t n_heads, int64_t head_dim,
                     bool inverse) {

@@ -126,6 +126,15 @@ struct dorac_backend {
     ** beta == 0 ignores C's previous contents (NaN included). */
     int (*gemm)(dorac_backend *be, const dorac_tensor *C, const dorac_tensor *A, bool trans_a,
                 const dorac_tensor *B, bool trans_b, double alpha, double beta);
+    /* (optional) gemm(C[i], A[i], trans_a, B[i], trans_b, alpha, beta) for
+    ** each i in [0, n), in fewer launches where products share their sizes,
+    ** types and row strides (DoRA's P = W0 A^T of every layer, once a step);
+    ** the same results up to rounding (a batch may run another algorithm
+    ** than one product would). The C[i] must not overlap each other or any
+    ** operand. NULL: callers use dorac_gemm_many, which loops. */
+    int (*gemm_many)(dorac_backend *be, const dorac_tensor *const *C, const dorac_tensor *const *A,
+                     bool trans_a, const dorac_tensor *const *B, bool trans_b, size_t n, double alpha,
+                     double beta);
 
     /* ---- element-wise and reductions ---- */
     /* out (R,C) = alpha * X + beta * out; beta == 0 ignores out's contents. */
@@ -368,6 +377,11 @@ const char *dorac_shape_str(const dorac_tensor *t, char *buf, size_t size);
 /* be->fill_many where the backend has it, else fill per tensor with data:
 ** the slow, obvious twin. */
 int dorac_fill_many(dorac_backend *be, const dorac_tensor *const *dst, size_t n, double value);
+
+/* be->gemm_many where the backend has it, else gemm per product: the slow,
+** obvious twin. */
+int dorac_gemm_many(dorac_backend *be, const dorac_tensor *const *C, const dorac_tensor *const *A, bool trans_a,
+                    const dorac_tensor *const *B, bool trans_b, size_t n, double alpha, double beta);
 
 /* be->rope_copy where the backend has it, else copy (unless out is x) then
 ** rope in place: the slow, obvious twin. */

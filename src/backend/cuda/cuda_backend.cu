@@ -255,6 +255,7 @@ extern "C" dorac_backend *dorac_backend_cuda_create(dorac_cuda_params params) {
     be->copy = CUDA_OP(copy);
     be->fill = CUDA_OP(fill);
     be->fill_many = CUDA_OP(fill_many);
+    be->gemm_many = CUDA_OP(gemm_many);
     be->copy_many = CUDA_OP(copy_many);
     be->synchronize = cuda_synchronize;
     be->gemm = CUDA_OP(gemm);

@@ -158,3 +158,101 @@ extern "C" int CUDA_OP(gemm)(dorac_backend *be, const dorac_tensor *C, const dor
                            dorac_dtype_name(a.type), dorac_dtype_name(b.type), dorac_dtype_name(C->type));
     return DORAC_OK;
 }
+
+/* ---------------------------------------------------------------------- */
+/* gemm_many                                                              */
+/* ---------------------------------------------------------------------- */
+
+/* Products that gemm would hand to cuBLAS as they are (BF16 A and B, no
+** split, no low-rank pass) are grouped by sizes, types and row strides;
+** a group of two or more runs as one cublasGemmBatchedEx, whose pointer
+** arrays a one-block kernel writes on the device from its parameters
+** (GEMM_BATCH products a batch). Everything else runs through gemm, one by
+** one. DoRA's P = W0 A^T is 112 products a Llama-1B step in 4 shapes. */
+enum { GEMM_BATCH = 64 };
+
+typedef struct gemm_ptrs {
+    const void *b[GEMM_BATCH], *a[GEMM_BATCH];
+    void *c[GEMM_BATCH];
+} gemm_ptrs;
+
+/* dst: [b pointers | a pointers | c pointers], GEMM_BATCH each. */
+static __global__ void gemm_ptrs_kernel(const __grid_constant__ gemm_ptrs p, const void **dst, int n) {
+    int i = threadIdx.x;
+    if (i >= n) return;
+    dst[i] = p.b[i];
+    dst[GEMM_BATCH + i] = p.a[i];
+    dst[2 * GEMM_BATCH + i] = p.c[i];
+}
+
+static bool gemm_plain(const dorac_tensor *C, const dorac_tensor *A, bool trans_a, const dorac_tensor *B,
+                       bool trans_b, int64_t *M, int64_t *N, int64_t *K) {
+    if (A->type != DORAC_DTYPE_BF16 || B->type != DORAC_DTYPE_BF16 || !C->data || !A->data || !B->data) return false;
+    if (C->type != DORAC_DTYPE_BF16 && C->type != DORAC_DTYPE_F32) return false;
+    if (dorac_gemm_shape(C, A, trans_a, B, trans_b, M, N, K)) {
+        dorac_error_clear(); /* gemm reports it, one by one */
+        return false;
+    }
+    if (*M == 0 || *N == 0 || *K <= 32) return false; /* nothing to do, or the low-rank pass */
+    bool split = (*N >= 128 && *N % 8) || (*M >= 128 && *M % 8) || (*K >= 128 && *K % 8);
+    return !split || gemm_nosplit();
+}
+
+extern "C" int CUDA_OP(gemm_many)(dorac_backend *be, const dorac_tensor *const *C, const dorac_tensor *const *A,
+                                  bool trans_a, const dorac_tensor *const *B, bool trans_b, size_t n,
+                                  double alpha, double beta) {
+    for (size_t i = 0; i < n; i++) {
+        DORAC_TRY(cuda_check_float(A[i], "gemm_many", "A"));
+        DORAC_TRY(cuda_check_float(B[i], "gemm_many", "B"));
+        DORAC_TRY(cuda_check_float(C[i], "gemm_many", "C"));
+    }
+    bool *done = (bool *)calloc(n ? n : 1, sizeof *done);
+    if (!done) return dorac_error(DORAC_E_NOMEM, "gemm_many: out of memory for %zu products", n);
+    const void **ptrs = NULL;
+    int rc = DORAC_OK;
+    float alpha_f = (float)alpha, beta_f = (float)beta;
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (done[i]) continue;
+        int64_t M, N, K;
+        if (!gemm_plain(C[i], A[i], trans_a, B[i], trans_b, &M, &N, &K)) {
+            rc = CUDA_OP(gemm)(be, C[i], A[i], trans_a, B[i], trans_b, alpha, beta);
+            continue;
+        }
+        /* i and the later products of its sizes, types and strides */
+        gemm_ptrs p;
+        size_t grp[GEMM_BATCH];
+        int cnt = 0;
+        for (size_t j = i; j < n && cnt < GEMM_BATCH; j++) {
+            int64_t Mj, Nj, Kj;
+            if (done[j] || !gemm_plain(C[j], A[j], trans_a, B[j], trans_b, &Mj, &Nj, &Kj)) continue;
+            if (Mj != M || Nj != N || Kj != K || C[j]->type != C[i]->type || A[j]->ld != A[i]->ld ||
+                B[j]->ld != B[i]->ld || C[j]->ld != C[i]->ld)
+                continue;
+            p.b[cnt] = B[j]->data, p.a[cnt] = A[j]->data, p.c[cnt] = C[j]->data;
+            grp[cnt++] = j;
+        }
+        for (int g = 0; g < cnt; g++) done[grp[g]] = true;
+        if (cnt == 1) {
+            rc = CUDA_OP(gemm)(be, C[i], A[i], trans_a, B[i], trans_b, alpha, beta);
+            continue;
+        }
+        if (!ptrs && !(ptrs = (const void **)be->alloc(be, 3 * GEMM_BATCH * sizeof(void *)))) {
+            rc = DORAC_E_NOMEM;
+            break;
+        }
+        gemm_ptrs_kernel<<<1, GEMM_BATCH, 0, cuda_stream(be)>>>(p, ptrs, cnt);
+        rc = cuda_launch_status("gemm_many");
+        if (rc) break;
+        cublasStatus_t s = cublasGemmBatchedEx(
+            cuda_ctx(be)->cublas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N,
+            (int)M, (int)K, &alpha_f, ptrs, CUDA_R_16BF, (int)B[i]->ld, ptrs + GEMM_BATCH, CUDA_R_16BF,
+            (int)A[i]->ld, &beta_f, (void *const *)(ptrs + 2 * GEMM_BATCH), cuda_type(C[i]->type), (int)C[i]->ld,
+            cnt, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        /* a batch cuBLAS declines runs one product at a time */
+        for (int g = 0; s != CUBLAS_STATUS_SUCCESS && g < cnt && !rc; g++)
+            rc = CUDA_OP(gemm)(be, C[grp[g]], A[grp[g]], trans_a, B[grp[g]], trans_b, alpha, beta);
+    }
+    if (ptrs) be->free(be, ptrs); /* stream-ordered: after the products */
+    free(done);
+    return rc;
+}

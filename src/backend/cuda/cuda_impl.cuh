@@ -255,6 +255,9 @@ int CUDA_OP(upload)(dorac_backend *be, const dorac_tensor *dst, const void *src,
 int CUDA_OP(download)(dorac_backend *be, void *dst, dorac_dtype dst_type, const dorac_tensor *src);
 int CUDA_OP(copy)(dorac_backend *be, const dorac_tensor *dst, const dorac_tensor *src);
 int CUDA_OP(fill)(dorac_backend *be, const dorac_tensor *dst, double value);
+int CUDA_OP(gemm_many)(dorac_backend *be, const dorac_tensor *const *C, const dorac_tensor *const *A,
+                       bool trans_a, const dorac_tensor *const *B, bool trans_b, size_t n, double alpha,
+                       double beta);
 int CUDA_OP(fill_many)(dorac_backend *be, const dorac_tensor *const *dst, size_t n, double value);
 int CUDA_OP(copy_many)(dorac_backend *be, const dorac_tensor *const *dst, const dorac_tensor *const *src,
                        size_t n);
