@@ -1474,7 +1474,7 @@ static void attention_cached_cases(dorac_backend *cpu, dorac_backend *dev) {
 
 /* swiglu: gate and up are column views of one (N, 2I) buffer */
 static int run_swiglu_fwd(dorac_backend *be, const dorac_tensor *t, const op_case *c) {
-    dorac_tensor out = cols_of(&t[0], 1, c->C), gate = cols_of(&t[1], 0, c->C), up = cols_of(&t[1], c->C, c->C);
+    dorac_tensor out = cols_of(&t[0], c->off, c->C), gate = cols_of(&t[1], 0, c->C), up = cols_of(&t[1], c->C, c->C);
     return be->swiglu_forward(be, &out, &gate, &up);
 }
 static int run_swiglu_bwd(dorac_backend *be, const dorac_tensor *t, const op_case *c) {
@@ -1484,22 +1484,29 @@ static int run_swiglu_bwd(dorac_backend *be, const dorac_tensor *t, const op_cas
 }
 
 static int run_gelu_fwd(dorac_backend *be, const dorac_tensor *t, const op_case *c) {
-    dorac_tensor out = cols_of(&t[0], 1, c->C), x = cols_of(&t[1], 0, c->C);
+    dorac_tensor out = cols_of(&t[0], c->off, c->C), x = cols_of(&t[1], 0, c->C);
     return be->gelu_forward(be, &out, &x);
 }
 static int run_gelu_bwd(dorac_backend *be, const dorac_tensor *t, const op_case *c) {
-    dorac_tensor dx = cols_of(&t[0], 2, c->C);
+    dorac_tensor dx = cols_of(&t[0], 2 * c->off, c->C);
     return be->gelu_backward(be, &dx, &t[1], &t[2]);
 }
 
+/* Outputs at an odd column (rows not 16-byte aligned: the GPU's general
+** kernels), and for (35, 8192) (Llama-1B's width, a partial last group of
+** rows) and (64, 3072) (GPT-2's) at column 8 of rows padded by 8, with x
+** rows padded by 8 too (aligned: the BF16 kernels that load several rows
+** before using any). */
 static void activation_cases(dorac_backend *cpu, dorac_backend *dev) {
-    static const int64_t shapes[][2] = {{37, 96}, {300, 1000}, {1, 7}};
-    for (int s = 0; s < 3; s++) {
+    static const int64_t shapes[][2] = {{37, 96}, {300, 1000}, {1, 7}, {35, 8192}, {64, 3072}};
+    for (int s = 0; s < 5; s++) {
         int64_t N = shapes[s][0], I = shapes[s][1];
+        bool aligned = s >= 3;
+        int64_t off = aligned ? 8 : 1; /* output column (gelu_backward's dx: 2 off) */
         op_case f = new_case("swiglu_forward", run_swiglu_fwd);
-        f.C = I;
-        snprintf(f.shape, sizeof f.shape, "N%lld I%lld", (long long)N, (long long)I);
-        add(&f, output("out", ROLE_ACT, N, I + 1, 1, I, CLS_ELEM, true));
+        f.C = I, f.off = off;
+        snprintf(f.shape, sizeof f.shape, "N%lld I%lld%s", (long long)N, (long long)I, aligned ? " aligned" : "");
+        add(&f, output("out", ROLE_ACT, N, I + off, off, I, CLS_ELEM, true));
         add(&f, input("gate|up", ROLE_ACT, N, 2 * I, -4, 4));
         run_case(cpu, dev, &f);
         op_case b = f;
@@ -1510,14 +1517,14 @@ static void activation_cases(dorac_backend *cpu, dorac_backend *dev) {
         run_case(cpu, dev, &b);
 
         op_case g = new_case("gelu_forward", run_gelu_fwd);
-        g.C = I;
-        snprintf(g.shape, sizeof g.shape, "N%lld C%lld", (long long)N, (long long)I);
-        add(&g, output("out", ROLE_ACT, N, I + 1, 1, I, CLS_ELEM, true));
-        add(&g, input("x", ROLE_ACT, N, I + 2, -5, 5));
+        g.C = I, g.off = off;
+        snprintf(g.shape, sizeof g.shape, "N%lld C%lld%s", (long long)N, (long long)I, aligned ? " aligned" : "");
+        add(&g, output("out", ROLE_ACT, N, I + off, off, I, CLS_ELEM, true));
+        add(&g, input("x", ROLE_ACT, N, I + (aligned ? 8 : 2), -5, 5));
         run_case(cpu, dev, &g);
         op_case gb = g;
         gb.op = "gelu_backward", gb.run = run_gelu_bwd, gb.n_bufs = 0;
-        add(&gb, output("dx", ROLE_ACT, N, I + 2, 2, I, CLS_ELEM, true));
+        add(&gb, output("dx", ROLE_ACT, N, I + 2 * off, 2 * off, I, CLS_ELEM, true));
         add(&gb, input("dout", ROLE_ACT, N, I, -1, 1));
         add(&gb, input("x", ROLE_ACT, N, I, -5, 5));
         run_case(cpu, dev, &gb);

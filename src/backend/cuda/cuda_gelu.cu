@@ -8,17 +8,67 @@
 **   gelu(x)  = x/2 (1 + tanh(u)),  u = k (x + 0.044715 x^3),  k = sqrt(2/pi)
 **   gelu'(x) = (1 + tanh(u))/2 + x/2 (1 - tanh(u)^2) k (1 + 3 0.044715 x^2)
 **
-** Element-wise, one thread per 16-byte chunk of a row (cuda_chunk.cuh),
-** fp32 math with the CPU's formulas. Each thread reads its inputs before it
-** writes, so outputs may alias inputs element for element.
+** Element-wise and bandwidth bound, fp32 math with the CPU's formulas, in
+** two versions per direction that give the same bits (cuda_swiglu.cu has
+** the same design and says why at more length):
+**   - the BF16 path (gelu_*_bf16_kernel), when every operand is BF16,
+**     starts on a 16-byte boundary and has a row stride of whole 16-byte
+**     chunks (bf16_rows_ready), and C is a multiple of 8. Thread x of a
+**     block of GELU_BF16_THREADS owns one chunk (8 values, cuda_chunk.cuh)
+**     of ROWS consecutive rows (GELU_FWD_ROWS, GELU_BWD_ROWS), issues all
+**     its 16-byte loads raw first, then widens, computes and stores row by
+**     row.
+**   - the chunk path (gelu_*_kernel) for everything else (F32 or mixed
+**     types, rows off a 16-byte boundary, C not a multiple of 8): a thread
+**     per chunk of a row, loading and widening with ld_chunk. It is also
+**     the slow, obvious twin that test_backend_ops runs in its f32
+**     configuration.
+** Both widen BF16 exactly and round each result once (st_chunk), and the
+** per-element math is one shared function per direction (gelu_value,
+** gelu_grad), so the results do not depend on the path.
+**
+** Why (H200, GPT-2's MLP: N = 8192, C = 3072, BF16, 50 MB a tensor): as
+** in SwiGLU's chunk path, ld_chunk widens right after each 16-byte load,
+** inside the load's branch, so a chunk-path thread waits a DRAM round trip
+** per input (x, then dout) with 16 bytes in flight: at its 38 (forward) or
+** 46 (backward) registers, 6 or 5 blocks of 256 threads an SM, 24 or 20 KB
+** in flight an SM, which held SwiGLU's passes near 3 TB/s. A BF16-path
+** thread has 4 loads (forward: 4 rows of x) or 6 (backward: 3 rows of x
+** and dout) in flight at once; at 56 and 64 registers (no spills), 9 or 8
+** blocks of 128 threads an SM, that is 72 or 96 KB an SM. Expected at
+** 3.35-3.5 TB/s: ~29-30 us a forward (2 x 50 MB) and ~43-45 us a backward
+** (3 x 50 MB). The backward has 3 rows, not 4: at 4 rows and the 64
+** registers of __launch_bounds__, ptxas (nvcc 13.0) moved the first row's
+** x math ahead of the other seven loads, leaving one in flight; at 3 the
+** SASS issues all six first, as it does the forward's four.
+** tanhf is ~17 instructions with two MUFU ops, so the forward is the pass
+** nearest the SM's issue rate: ~30 instructions an element against the ~39
+** that 128 lanes an SM can issue (at 1.98 GHz) while an element's 4 bytes
+** move at 3.4 TB/s.
+**
+** Aliasing: the output may alias an input element for element (out over
+** x; dx over x or dout), as the chunk path has always allowed. On either
+** path a thread loads every input chunk it will store over before it
+** stores any, and stores only chunks it has loaded; the loads are plain,
+** not __ldg, since such an input is not read-only for the kernel's
+** lifetime.
 */
 #include <math.h>
 
 #include "backend/cuda/cuda_dora_colsum.cuh"
 
-#define GELU_THREADS 256
+#define GELU_THREADS 256      /* threads of a chunk-path block */
+#define GELU_BF16_THREADS 128 /* threads of a BF16-path block: 128 chunks, 1024 columns */
+#define GELU_BF16_BLOCKS 8    /* BF16-path blocks an SM: at most 64 registers a thread */
+#define GELU_FWD_ROWS 4       /* rows a BF16-path forward thread holds: 4 loads in flight */
+#define GELU_BWD_ROWS 3       /* ... and a backward thread: 6 loads in flight */
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 #define GELU_A 0.044715f
+
+/* gelu(x) */
+static __device__ __forceinline__ float gelu_value(float x) {
+    return 0.5f * x * (1.0f + tanhf(GELU_K * (x + GELU_A * x * x * x)));
+}
 
 /* out (N,C) = gelu(x (N,C)). Grid: cuda_chunk_grid, a thread per chunk. */
 static __global__ void gelu_forward_kernel(cuda_view out, cuda_view x, int64_t N, int64_t C) {
@@ -28,8 +78,7 @@ static __global__ void gelu_forward_kernel(cuda_view out, cuda_view x, int64_t N
         float a[CUDA_CHUNK];
         ld_chunk(a, x, i, c0, C, row_aligned16(x, i), 0.0f);
 #pragma unroll
-        for (int k = 0; k < CUDA_CHUNK; k++)
-            a[k] = 0.5f * a[k] * (1.0f + tanhf(GELU_K * (a[k] + GELU_A * a[k] * a[k] * a[k])));
+        for (int k = 0; k < CUDA_CHUNK; k++) a[k] = gelu_value(a[k]);
         st_chunk(out, i, c0, C, row_aligned16(out, i), a);
     }
 }
@@ -69,14 +118,95 @@ static __global__ void gelu_backward_kernel(cuda_view dx, cuda_view dout, cuda_v
     }
 }
 
+/* ---- the BF16 path: every load of a thread in flight at once ---------- */
+
+/* Chunk c (columns 8c .. 8c + 7) of row i of a BF16 view that
+** bf16_rows_ready accepted, as 16 bytes. */
+static __device__ __forceinline__ uint4 *bf16_chunk(cuda_view v, int64_t i, int64_t c) {
+    return (uint4 *)v.data + i * (v.ld / CUDA_CHUNK) + c;
+}
+
+/* gelu_forward_kernel with out and x BF16 and bf16_rows_ready, C a
+** multiple of 8. Block x's thread t owns chunk c = x GELU_BF16_THREADS + t
+** of rows i0 .. i0 + GELU_FWD_ROWS - 1 (those below N), i0 = y
+** GELU_FWD_ROWS for grid row y, then strided by the grid's rows when there
+** are more than 65535 groups of rows. */
+static __global__ void __launch_bounds__(GELU_BF16_THREADS, GELU_BF16_BLOCKS)
+    gelu_forward_bf16_kernel(cuda_view out, cuda_view x, int64_t N, int64_t C) {
+    enum { ROWS = GELU_FWD_ROWS };
+    int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c * CUDA_CHUNK >= C) return;
+    for (int64_t i0 = (int64_t)blockIdx.y * ROWS; i0 < N; i0 += (int64_t)gridDim.y * ROWS) {
+        uint4 x_raw[ROWS];
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) /* every load before the first use */
+            x_raw[r] = i0 + r < N ? *bf16_chunk(x, i0 + r, c) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) {
+            if (i0 + r >= N) break;
+            float a[CUDA_CHUNK];
+            widen_chunk_bf16(a, x_raw[r]);
+#pragma unroll
+            for (int k = 0; k < CUDA_CHUNK; k++) a[k] = gelu_value(a[k]);
+            st_chunk(out, i0 + r, c * CUDA_CHUNK, C, true, a);
+        }
+    }
+}
+
+/* gelu_backward_kernel with dx, dout and x BF16 and bf16_rows_ready, C a
+** multiple of 8; threads own chunks of rows as in gelu_forward_bf16_kernel,
+** GELU_BWD_ROWS rows each. */
+static __global__ void __launch_bounds__(GELU_BF16_THREADS, GELU_BF16_BLOCKS)
+    gelu_backward_bf16_kernel(cuda_view dx, cuda_view dout, cuda_view x, int64_t N, int64_t C) {
+    enum { ROWS = GELU_BWD_ROWS };
+    int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c * CUDA_CHUNK >= C) return;
+    for (int64_t i0 = (int64_t)blockIdx.y * ROWS; i0 < N; i0 += (int64_t)gridDim.y * ROWS) {
+        uint4 x_raw[ROWS], g_raw[ROWS];
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) { /* every load before the first use */
+            bool in = i0 + r < N;
+            x_raw[r] = in ? *bf16_chunk(x, i0 + r, c) : make_uint4(0, 0, 0, 0);
+            g_raw[r] = in ? *bf16_chunk(dout, i0 + r, c) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) {
+            if (i0 + r >= N) break;
+            float a[CUDA_CHUNK], g[CUDA_CHUNK];
+            widen_chunk_bf16(a, x_raw[r]);
+            widen_chunk_bf16(g, g_raw[r]);
+#pragma unroll
+            for (int k = 0; k < CUDA_CHUNK; k++) g[k] = gelu_grad(a[k], g[k]);
+            st_chunk(dx, i0 + r, c * CUDA_CHUNK, C, true, g);
+        }
+    }
+}
+
+/* True when t is BF16 and every row of it starts on a 16-byte boundary, so
+** that its chunks move as plain 16-byte vectors. */
+static bool bf16_rows_ready(const dorac_tensor *t) {
+    return t->type == DORAC_DTYPE_BF16 && ((uintptr_t)t->data & 15) == 0 && t->ld % CUDA_CHUNK == 0;
+}
+
+/* The BF16 path's grid for (N,C): x over blocks of GELU_BF16_THREADS
+** chunks, y over groups of `rows` rows, at most 65535 (the kernels stride). */
+static dim3 bf16_grid(int64_t N, int64_t C, int rows) {
+    int64_t groups = (N + rows - 1) / rows;
+    return dim3(cuda_blocks(C / CUDA_CHUNK, GELU_BF16_THREADS), (unsigned)(groups < 65535 ? groups : 65535));
+}
+
 int CUDA_OP(gelu_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *x) {
     const char *op = "gelu_forward";
     DORAC_TRY(cuda_check_float(x, op, "x"));
     DORAC_TRY(cuda_check_shape(out, x->rows, x->cols, op, "out"));
     int64_t N = x->rows, C = x->cols;
     if (N == 0 || C == 0) return DORAC_OK;
-    gelu_forward_kernel<<<cuda_chunk_grid(N, C, GELU_THREADS), GELU_THREADS, 0,
-                          cuda_stream(be)>>>(cuda_view_of(out), cuda_view_of(x), N, C);
+    if (C % CUDA_CHUNK == 0 && bf16_rows_ready(out) && bf16_rows_ready(x))
+        gelu_forward_bf16_kernel<<<bf16_grid(N, C, GELU_FWD_ROWS), GELU_BF16_THREADS, 0,
+                                   cuda_stream(be)>>>(cuda_view_of(out), cuda_view_of(x), N, C);
+    else
+        gelu_forward_kernel<<<cuda_chunk_grid(N, C, GELU_THREADS), GELU_THREADS, 0,
+                              cuda_stream(be)>>>(cuda_view_of(out), cuda_view_of(x), N, C);
     return cuda_launch_status(op);
 }
 
@@ -88,9 +218,13 @@ int CUDA_OP(gelu_backward)(dorac_backend *be, const dorac_tensor *dx, const dora
     DORAC_TRY(cuda_check_shape(dout, x->rows, x->cols, op, "dout"));
     int64_t N = x->rows, C = x->cols;
     if (N == 0 || C == 0) return DORAC_OK;
-    gelu_backward_kernel<<<cuda_chunk_grid(N, C, GELU_THREADS), GELU_THREADS, 0,
-                           cuda_stream(be)>>>(cuda_view_of(dx), cuda_view_of(dout),
-                                              cuda_view_of(x), N, C);
+    cuda_view d = cuda_view_of(dx), g = cuda_view_of(dout), v = cuda_view_of(x);
+    if (C % CUDA_CHUNK == 0 && bf16_rows_ready(dx) && bf16_rows_ready(dout) && bf16_rows_ready(x))
+        gelu_backward_bf16_kernel<<<bf16_grid(N, C, GELU_BWD_ROWS), GELU_BF16_THREADS, 0,
+                                    cuda_stream(be)>>>(d, g, v, N, C);
+    else
+        gelu_backward_kernel<<<cuda_chunk_grid(N, C, GELU_THREADS), GELU_THREADS, 0,
+                               cuda_stream(be)>>>(d, g, v, N, C);
     return cuda_launch_status(op);
 }
 

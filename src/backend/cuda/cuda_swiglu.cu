@@ -5,19 +5,76 @@
 **
 ** Size letters: N rows (B*T), C channels (the MLP's hidden width).
 **
-** Element-wise, one thread per 16-byte chunk of a row (cuda_chunk.cuh),
-** fp32 math with the same formulas as the CPU. Each thread reads all its
-** inputs before it writes, so outputs may alias inputs element for element.
+** Element-wise and bandwidth bound, fp32 math with the same formulas as the
+** CPU, in two versions per direction that give the same bits:
+**   - the BF16 path (swiglu_*_bf16_kernel), when every operand is BF16,
+**     starts on a 16-byte boundary and has a row stride of whole 16-byte
+**     chunks (bf16_rows_ready), and C is a multiple of 8. Thread x of a
+**     block of SWIGLU_BF16_THREADS owns one chunk (8 values, cuda_chunk.cuh)
+**     of ROWS consecutive rows (SWIGLU_FWD_ROWS, SWIGLU_BWD_ROWS), so a
+**     warp's loads cover 512 contiguous bytes of a row. It issues all its
+**     16-byte loads raw first (every input of every row), then widens,
+**     computes and stores row by row.
+**   - the chunk path (swiglu_*_kernel) for everything else (F32 or mixed
+**     types, rows off a 16-byte boundary, C not a multiple of 8): a thread
+**     per chunk of a row, loading and widening with ld_chunk. It is also
+**     the slow, obvious twin: test_backend_ops runs it in its f32
+**     configuration, and the BF16 path in its prod one where every view
+**     is aligned. The model's buffers are (separate allocations, dz rows
+**     padded by a multiple of 8 columns), so training takes the BF16 path.
+** Both widen BF16 exactly and round each result once (st_chunk), and the
+** per-element math is one shared function per direction (swiglu_value,
+** swiglu_grad), so the results do not depend on the path.
+**
+** Why (H200, the Llama-3.2-1B step: N = 8192, C = 8192, BF16): the forward
+** moves gate and up in and act out, 3 x 134 MB, and took 136 us (2.96
+** TB/s); the backward moves dout, gate, up in and dgate, dup out, 5 x 134
+** MB, and took 223 us (3.0 TB/s). ld_chunk widens right after each 16-byte
+** load, inside the load's branch, so a chunk-path thread has one load in
+** flight at a time: gate, then up (then dout), each waiting a DRAM round
+** trip (the SASS of swiglu_forward_kernel shows it, as cuda_rmsnorm.cu and
+** cuda_dora_colsum.cuh found for theirs). At its 44 (forward) or 56
+** (backward) registers, 5 or 4 blocks of 256 threads an SM, that is 20 or
+** 16 KB in flight an SM, 2.1 to 2.7 MB over 132 SMs: reads at ~2 TB/s
+** (2/3 or 3/5 of the traffic) at ~1.2 us of loaded latency, what was
+** measured. A BF16-path thread has 8 loads (forward: 4 rows x 2 inputs) or
+** 6 (backward: 2 rows x 3 inputs) in flight at once, 128 or 96 bytes, and
+** at its register bound (__launch_bounds__: 8 blocks of 128 threads an SM;
+** 62 and 60 registers, no spills) 128 or 96 KB an SM, the same as
+** cuda_rmsnorm.cu's row kernels, several times the DRAM's bandwidth-latency
+** product, so the bytes in flight no longer bound it. Expected at 3.35-3.5
+** TB/s (what the fixed RMSNorm reached): 115-120 us a forward launch,
+** 192-200 us a backward. The loads-first order is the compiler's to keep:
+** the SASS (nvcc 13.0) issues every load of a thread before its first
+** widening; 3 backward rows would spill at 64 registers, 4 would need 102.
+**
+** Aliasing: each output may alias an input element for element (act over
+** gate or up; dgate or dup over gate, up or dout), as the chunk path has
+** always allowed (backend.h states no rule for these two ops; the model
+** passes separate buffers). On either path a thread loads every input
+** chunk it will store over before it stores any, and stores only chunks it
+** has loaded; the loads are plain, not __ldg, since such an input is not
+** read-only for the kernel's lifetime.
 ** gate and up are often column views of one fused projection (ld > cols).
 */
 #include <math.h>
 
 #include "backend/cuda/cuda_dora_colsum.cuh"
 
-#define SWIGLU_THREADS 256
+#define SWIGLU_THREADS 256      /* threads of a chunk-path block */
+#define SWIGLU_BF16_THREADS 128 /* threads of a BF16-path block: 128 chunks, 1024 columns */
+#define SWIGLU_BF16_BLOCKS 8    /* BF16-path blocks an SM: at most 64 registers a thread */
+#define SWIGLU_FWD_ROWS 4       /* rows a BF16-path forward thread holds: 8 loads in flight */
+#define SWIGLU_BWD_ROWS 2       /* ... and a backward thread: 6 loads in flight */
 
-/* out (N,C) = silu(gate) ⊙ up, silu(g) = g / (1 + e^-g).
-** Grid: cuda_chunk_grid, a thread per chunk of a row. */
+/* silu(g) u, silu(g) = g / (1 + e^-g): out for one element (g, u) =
+** (gate, up). */
+static __device__ __forceinline__ float swiglu_value(float g, float u) {
+    return g / (1.0f + expf(-g)) * u;
+}
+
+/* out (N,C) = silu(gate) ⊙ up. Grid: cuda_chunk_grid, a thread per chunk
+** of a row. */
 static __global__ void swiglu_forward_kernel(cuda_view out, cuda_view gate, cuda_view up, int64_t N,
                                              int64_t C) {
     int64_t c0 = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * CUDA_CHUNK;
@@ -27,7 +84,7 @@ static __global__ void swiglu_forward_kernel(cuda_view out, cuda_view gate, cuda
         ld_chunk(g, gate, i, c0, C, row_aligned16(gate, i), 0.0f);
         ld_chunk(u, up, i, c0, C, row_aligned16(up, i), 0.0f);
 #pragma unroll
-        for (int k = 0; k < CUDA_CHUNK; k++) g[k] = g[k] / (1.0f + expf(-g[k])) * u[k];
+        for (int k = 0; k < CUDA_CHUNK; k++) g[k] = swiglu_value(g[k], u[k]);
         st_chunk(out, i, c0, C, row_aligned16(out, i), g);
     }
 }
@@ -59,6 +116,93 @@ static __global__ void swiglu_backward_kernel(cuda_view dgate, cuda_view dup, cu
     }
 }
 
+/* ---- the BF16 path: every load of a thread in flight at once ---------- */
+
+/* Chunk c (columns 8c .. 8c + 7) of row i of a BF16 view that
+** bf16_rows_ready accepted, as 16 bytes. */
+static __device__ __forceinline__ uint4 *bf16_chunk(cuda_view v, int64_t i, int64_t c) {
+    return (uint4 *)v.data + i * (v.ld / CUDA_CHUNK) + c;
+}
+
+/* swiglu_forward_kernel with every operand BF16 and bf16_rows_ready, C a
+** multiple of 8. Block x's thread t owns chunk c = x SWIGLU_BF16_THREADS +
+** t of rows i0 .. i0 + SWIGLU_FWD_ROWS - 1 (those below N), i0 = y
+** SWIGLU_FWD_ROWS for grid row y, then strided by the grid's rows when
+** there are more than 65535 groups of rows. */
+static __global__ void __launch_bounds__(SWIGLU_BF16_THREADS, SWIGLU_BF16_BLOCKS)
+    swiglu_forward_bf16_kernel(cuda_view out, cuda_view gate, cuda_view up, int64_t N, int64_t C) {
+    enum { ROWS = SWIGLU_FWD_ROWS };
+    int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c * CUDA_CHUNK >= C) return;
+    for (int64_t i0 = (int64_t)blockIdx.y * ROWS; i0 < N; i0 += (int64_t)gridDim.y * ROWS) {
+        uint4 g_raw[ROWS], u_raw[ROWS];
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) { /* every load before the first use */
+            bool in = i0 + r < N;
+            g_raw[r] = in ? *bf16_chunk(gate, i0 + r, c) : make_uint4(0, 0, 0, 0);
+            u_raw[r] = in ? *bf16_chunk(up, i0 + r, c) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) {
+            if (i0 + r >= N) break;
+            float g[CUDA_CHUNK], u[CUDA_CHUNK];
+            widen_chunk_bf16(g, g_raw[r]);
+            widen_chunk_bf16(u, u_raw[r]);
+#pragma unroll
+            for (int k = 0; k < CUDA_CHUNK; k++) g[k] = swiglu_value(g[k], u[k]);
+            st_chunk(out, i0 + r, c * CUDA_CHUNK, C, true, g);
+        }
+    }
+}
+
+/* swiglu_backward_kernel with every operand BF16 and bf16_rows_ready, C a
+** multiple of 8; threads own chunks of rows as in swiglu_forward_bf16_kernel,
+** SWIGLU_BWD_ROWS rows each. */
+static __global__ void __launch_bounds__(SWIGLU_BF16_THREADS, SWIGLU_BF16_BLOCKS)
+    swiglu_backward_bf16_kernel(cuda_view dgate, cuda_view dup, cuda_view dout, cuda_view gate,
+                                cuda_view up, int64_t N, int64_t C) {
+    enum { ROWS = SWIGLU_BWD_ROWS };
+    int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c * CUDA_CHUNK >= C) return;
+    for (int64_t i0 = (int64_t)blockIdx.y * ROWS; i0 < N; i0 += (int64_t)gridDim.y * ROWS) {
+        uint4 g_raw[ROWS], u_raw[ROWS], d_raw[ROWS];
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) { /* every load before the first use */
+            bool in = i0 + r < N;
+            g_raw[r] = in ? *bf16_chunk(gate, i0 + r, c) : make_uint4(0, 0, 0, 0);
+            u_raw[r] = in ? *bf16_chunk(up, i0 + r, c) : make_uint4(0, 0, 0, 0);
+            d_raw[r] = in ? *bf16_chunk(dout, i0 + r, c) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) {
+            if (i0 + r >= N) break;
+            float g[CUDA_CHUNK], u[CUDA_CHUNK], d[CUDA_CHUNK];
+            widen_chunk_bf16(g, g_raw[r]);
+            widen_chunk_bf16(u, u_raw[r]);
+            widen_chunk_bf16(d, d_raw[r]);
+#pragma unroll
+            for (int k = 0; k < CUDA_CHUNK; k++) /* d: dgate, u: dup */
+                swiglu_grad(g[k], u[k], d[k], &d[k], &u[k]);
+            st_chunk(dup, i0 + r, c * CUDA_CHUNK, C, true, u);
+            st_chunk(dgate, i0 + r, c * CUDA_CHUNK, C, true, d);
+        }
+    }
+}
+
+/* True when t is BF16 and every row of it starts on a 16-byte boundary, so
+** that its chunks move as plain 16-byte vectors. */
+static bool bf16_rows_ready(const dorac_tensor *t) {
+    return t->type == DORAC_DTYPE_BF16 && ((uintptr_t)t->data & 15) == 0 && t->ld % CUDA_CHUNK == 0;
+}
+
+/* The BF16 path's grid for (N,C): x over blocks of SWIGLU_BF16_THREADS
+** chunks, y over groups of `rows` rows, at most 65535 (the kernels stride). */
+static dim3 bf16_grid(int64_t N, int64_t C, int rows) {
+    int64_t groups = (N + rows - 1) / rows;
+    return dim3(cuda_blocks(C / CUDA_CHUNK, SWIGLU_BF16_THREADS),
+                (unsigned)(groups < 65535 ? groups : 65535));
+}
+
 /* The backward's gradients for cuda_dora_colsum.cuh, from in = (gate, up,
 ** dout): d[0] = dgate, d[1] = dup by swiglu_grad, y[0] = gate, y[1] = up
 ** (the projections' outputs). */
@@ -83,9 +227,13 @@ int CUDA_OP(swiglu_forward)(dorac_backend *be, const dorac_tensor *out, const do
     DORAC_TRY(cuda_check_shape(up, N, C, op, "up"));
     DORAC_TRY(cuda_check_shape(out, N, C, op, "out"));
     if (N == 0 || C == 0) return DORAC_OK;
-    swiglu_forward_kernel<<<cuda_chunk_grid(N, C, SWIGLU_THREADS), SWIGLU_THREADS, 0,
-                            cuda_stream(be)>>>(cuda_view_of(out), cuda_view_of(gate),
-                                               cuda_view_of(up), N, C);
+    cuda_view o = cuda_view_of(out), g = cuda_view_of(gate), u = cuda_view_of(up);
+    if (C % CUDA_CHUNK == 0 && bf16_rows_ready(out) && bf16_rows_ready(gate) && bf16_rows_ready(up))
+        swiglu_forward_bf16_kernel<<<bf16_grid(N, C, SWIGLU_FWD_ROWS), SWIGLU_BF16_THREADS, 0,
+                                     cuda_stream(be)>>>(o, g, u, N, C);
+    else
+        swiglu_forward_kernel<<<cuda_chunk_grid(N, C, SWIGLU_THREADS), SWIGLU_THREADS, 0,
+                                cuda_stream(be)>>>(o, g, u, N, C);
     return cuda_launch_status(op);
 }
 
@@ -107,10 +255,15 @@ int CUDA_OP(swiglu_backward)(dorac_backend *be, const dorac_tensor *dgate, const
     DORAC_TRY(check_backward(dgate, dup, dout, gate, up, op));
     int64_t N = gate->rows, C = gate->cols;
     if (N == 0 || C == 0) return DORAC_OK;
-    swiglu_backward_kernel<<<cuda_chunk_grid(N, C, SWIGLU_THREADS), SWIGLU_THREADS, 0,
-                             cuda_stream(be)>>>(cuda_view_of(dgate), cuda_view_of(dup),
-                                                cuda_view_of(dout), cuda_view_of(gate),
-                                                cuda_view_of(up), N, C);
+    cuda_view dg = cuda_view_of(dgate), du = cuda_view_of(dup), d = cuda_view_of(dout);
+    cuda_view g = cuda_view_of(gate), u = cuda_view_of(up);
+    if (C % CUDA_CHUNK == 0 && bf16_rows_ready(dgate) && bf16_rows_ready(dup) && bf16_rows_ready(dout) &&
+        bf16_rows_ready(gate) && bf16_rows_ready(up))
+        swiglu_backward_bf16_kernel<<<bf16_grid(N, C, SWIGLU_BWD_ROWS), SWIGLU_BF16_THREADS, 0,
+                                      cuda_stream(be)>>>(dg, du, d, g, u, N, C);
+    else
+        swiglu_backward_kernel<<<cuda_chunk_grid(N, C, SWIGLU_THREADS), SWIGLU_THREADS, 0,
+                                 cuda_stream(be)>>>(dg, du, d, g, u, N, C);
     return cuda_launch_status(op);
 }
 
