@@ -8,7 +8,7 @@ Run ncu with --cache-control none --clock-control none so that each kernel
 sees a warm L2 and the GPU's own clocks, as in a normal run; the sum is then
 the step's GPU busy time, to compare with its wall time.
 
-usage: python3 bench/ncu_steps.py RUN.csv [kernels to list, default 30]
+usage: python3 bench/ncu_steps.py RUN.csv [kernels to list, default 30; the rest on one line]
 """
 import collections
 import csv
@@ -52,8 +52,14 @@ def main():
     total = sum(tot.values())
     print(f"\nlast step by kernel ({total / 1e6:.3f} ms):")
     print(f"{'kernel':70s} {'n':>5s} {'ms':>8s} {'%':>6s} {'us each':>8s}")
-    for name, ns in tot.most_common(top):
+    listed = tot.most_common(top)
+    for name, ns in listed:
         print(f"{name:70s} {cnt[name]:5d} {ns / 1e6:8.3f} {100 * ns / total:6.1f} {ns / cnt[name] / 1e3:8.1f}")
+    rest_ns = total - sum(ns for _, ns in listed)
+    rest_n = sum(cnt.values()) - sum(cnt[name] for name, _ in listed)
+    if rest_n:
+        label = f"({len(tot) - len(listed)} other kernels)"
+        print(f"{label:70s} {rest_n:5d} {rest_ns / 1e6:8.3f} {100 * rest_ns / total:6.1f}")
 
 
 if __name__ == "__main__":

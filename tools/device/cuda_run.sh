@@ -293,7 +293,7 @@ if want profile; then
       timeout 240 ncu --csv --print-units base --cache-control none --clock-control none \
         --metrics gpu__time_duration.sum $BIN/dorac "${run_args[@]}" --steps 3 --log-every 1 \
         2>/dev/null | grep '^"' > /tmp/ncu_p$1.csv
-      python3 bench/ncu_steps.py /tmp/ncu_p$1.csv > "$OUT/profile_$1$sfx.txt"
+      python3 bench/ncu_steps.py /tmp/ncu_p$1.csv 60 > "$OUT/profile_$1$sfx.txt"
       head -5 "$OUT/profile_$1$sfx.txt"
     fi
     done
