@@ -9,10 +9,12 @@
 ** product of its own. The fp32 CPU backend runs both, so they must agree
 ** to fp32 rounding (the sums are ordered differently).
 **
-** Also: the spare columns hold s dz B afterwards (so the wide path ran), the
-** columns past them are untouched, a dz whose ld leaves fewer than r
-** columns is refused, and with dropout (where dz_spare changes nothing) the
-** results still match.
+** Also: the spare columns hold s dz B afterwards, the columns past them
+** are untouched, a dz whose ld leaves fewer than r columns is refused, and
+** with dropout (where dz_spare changes nothing) the results still match.
+** Where the wide path must run (no dropout, detached norm) A itself is NaN
+** during the backward, which only the plain path reads; every case runs
+** with dx overwritten and with dx accumulated into.
 */
 #include <math.h>
 #include <string.h>
@@ -31,17 +33,36 @@ static void results_free(results *r) { free(r->y), free(r->dx), free(r->dA), fre
 
 static double rel_err(const double *got, const double *want, size_t n) {
     double num = 0, den = 1e-300;
-    for (size_t i = 0; i < n; i++) num = fmax(num, fabs(got[i] - want[i])), den = fmax(den, fabs(want[i]));
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(got[i]) || !isfinite(want[i])) return INFINITY; /* fmax would skip a NaN */
+        num = fmax(num, fabs(got[i] - want[i])), den = fmax(den, fabs(want[i]));
+    }
     return num / den;
+}
+
+/* dx's values before a backward that accumulates into it */
+static void fill_dx(fixture *f) {
+    size_t n = (size_t)(f->c.N * f->c.in);
+    double *h = malloc(n * sizeof *h);
+    for (size_t k = 0; k < n; k++) h[k] = 0.25 * sin(0.1 * (double)k);
+    CHECK_OK(f->be->upload(f->be, &f->tdx, h, DORAC_DTYPE_F64));
+    free(h);
 }
 
 /* The plain layer: the fixture's own forward and backward (dz written over
 ** dy when dz_in_place, else the layer's chunked internal scratch). */
-static void run_plain(dorac_backend *be, const fixture_case *c, results *out) {
+static void run_plain(dorac_backend *be, const fixture_case *c, bool acc, results *out) {
     fixture f;
     CHECK_OK(fixture_init(&f, be, c));
     CHECK_OK(fixture_forward(&f));
-    CHECK_OK(fixture_backward(&f));
+    if (acc) {
+        CHECK_OK(fixture_zero_grads(&f));
+        fill_dx(&f);
+        const dorac_tensor *dz = c->dz_in_place ? &f.tdy : NULL;
+        CHECK_OK(dorac_linear_backward(&f.L, &f.tdx, true, &f.tdy, dz, &f.tx, &f.ty, &f.tu, 1234));
+    } else {
+        CHECK_OK(fixture_backward(&f));
+    }
     out->y = fixture_get(&f, &f.ty);
     out->dx = fixture_get(&f, &f.tdx);
     out->dA = fixture_get(&f, &f.tdA);
@@ -52,7 +73,7 @@ static void run_plain(dorac_backend *be, const fixture_case *c, results *out) {
 
 /* The same layer with W extended by r rows holding A_w, B_w, and dy (dz in
 ** place for DoRA with dz_in_place) of ld out + SPARE. */
-static void run_wide(dorac_backend *be, const fixture_case *c, results *out) {
+static void run_wide(dorac_backend *be, const fixture_case *c, bool acc, results *out) {
     fixture f;
     CHECK_OK(fixture_init(&f, be, c));
     int64_t in = c->in, out_ = c->out, N = c->N, r = c->rank;
@@ -73,6 +94,10 @@ static void run_wide(dorac_backend *be, const fixture_case *c, results *out) {
     f.L.dropout_stream = 99;
     CHECK_OK(fixture_forward(&f));
     CHECK_OK(fixture_zero_grads(&f));
+    if (acc) fill_dx(&f);
+    /* the wide path reads A only through A_w, which the forward refreshed */
+    bool must_be_wide = c->dropout == 0.0 && c->norm_grad != DORAC_NORM_GRAD_EXACT;
+    if (must_be_wide) CHECK_OK(be->fill(be, &f.tA, NAN));
 
     /* dy in the first out columns, the sentinel in the SPARE after them */
     double *h = malloc((size_t)(N * (out_ + SPARE)) * sizeof *h);
@@ -82,7 +107,10 @@ static void run_wide(dorac_backend *be, const fixture_case *c, results *out) {
     dorac_tensor dy = dyw;
     dy.cols = out_;
     const dorac_tensor *dz = c->dz_in_place ? &dy : NULL;
-    CHECK_OK(dorac_linear_backward_ex(&f.L, &f.tdx, false, &dy, dz, &f.tx, &f.ty, &f.tu, 1234, true));
+    /* DoRA with its own chunked dz scratch goes wide without being told:
+    ** that scratch always has the spare columns */
+    bool spare = c->method == DORAC_METHOD_LORA || c->dz_in_place;
+    CHECK_OK(dorac_linear_backward_ex(&f.L, &f.tdx, acc, &dy, dz, &f.tx, &f.ty, &f.tu, 1234, spare));
     out->y = fixture_get(&f, &f.ty);
     out->dx = fixture_get(&f, &f.tdx);
     out->dA = fixture_get(&f, &f.tdA);
@@ -136,11 +164,12 @@ int main(void) {
         {"dora dropout in place", DORAC_METHOD_DORA, 64, 48, 120, 8, false, DORAC_NORM_GRAD_DETACH, 0.2, false, true},
         {"lora dropout", DORAC_METHOD_LORA, 64, 48, 120, 8, false, 0, 0.2, false, false},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        const fixture_case *c = &cases[i];
+    for (size_t i = 0; i < 2 * (sizeof cases / sizeof cases[0]); i++) {
+        const fixture_case *c = &cases[i / 2];
+        bool acc = i % 2;
         results a = {0}, b = {0};
-        run_plain(be, c, &a);
-        run_wide(be, c, &b);
+        run_plain(be, c, acc, &a);
+        run_wide(be, c, acc, &b);
         double e[5] = {
             rel_err(b.y, a.y, (size_t)(c->N * c->out)), rel_err(b.dx, a.dx, (size_t)(c->N * c->in)),
             rel_err(b.dA, a.dA, (size_t)(c->rank * c->in)), rel_err(b.dB, a.dB, (size_t)(c->out * c->rank)),
@@ -148,7 +177,8 @@ int main(void) {
         };
         double worst = 0;
         for (int k = 0; k < 5; k++) worst = fmax(worst, e[k]);
-        printf("%-24s y %.1e dx %.1e dA %.1e dB %.1e dm %.1e\n", c->name, e[0], e[1], e[2], e[3], e[4]);
+        printf("%-24s %-10s y %.1e dx %.1e dA %.1e dB %.1e dm %.1e\n", c->name, acc ? "dx +=" : "dx =", e[0],
+               e[1], e[2], e[3], e[4]);
         CHECK_LE(worst, 2e-6);
         results_free(&a), results_free(&b);
     }

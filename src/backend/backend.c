@@ -68,7 +68,9 @@ int dorac_rope_copy(dorac_backend *be, const dorac_tensor *out, const dorac_tens
                     const dorac_tensor *cos, const dorac_tensor *sin, int64_t n_heads, int64_t head_dim,
                     bool inverse) {
     if (be->rope_copy) return be->rope_copy(be, out, x, pos, cos, sin, n_heads, head_dim, inverse);
-    if (out->data != x->data || out->ld != x->ld) DORAC_TRY(be->copy(be, out, x));
+    if (out->data == x->data && out->ld != x->ld)
+        return dorac_error(DORAC_E_INVALID, "rope_copy: out is x with another row stride");
+    if (out->data != x->data) DORAC_TRY(be->copy(be, out, x));
     return be->rope(be, out, pos, cos, sin, n_heads, head_dim, inverse);
 }
 

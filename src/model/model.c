@@ -241,7 +241,9 @@ int dorac_model_create(dorac_model **out, dorac_backend *be, const dorac_model_c
 static void linear_free_adapter(dorac_backend *be, dorac_model_linear *l) {
     dorac_tensor *ts[] = {&l->A, &l->B, &l->m, &l->dA, &l->dB, &l->dm, &l->dW, &l->dbias, &l->B_w};
     for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) dorac_tensor_free(be, ts[i]);
-    l->A_w = dorac_tensor_none(l->A_w.type); /* a view into the weight's allocation */
+    if (l->a_w_owned) dorac_tensor_free(be, &l->A_w);
+    l->A_w = dorac_tensor_none(l->A_w.type); /* else a view into the weight's allocation */
+    l->a_w_owned = false;
 }
 
 void dorac_model_free(dorac_model *m) {
@@ -350,12 +352,21 @@ static int attach_adapter(dorac_model *m, dorac_model_linear *l, const dorac_ada
     DORAC_TRY(dorac_adapter_config_check(cfg, l->in, l->out, l->path));
     int64_t r = cfg->rank;
     int rc = DORAC_OK;
+    linear_free_adapter(be, l); /* one left by a set_method that failed half-way */
     if (r > 0) {
         rc = dorac_tensor_alloc(be, &l->A, pt, r, l->in, "lora_A");
         if (!rc) rc = dorac_tensor_alloc(be, &l->B, pt, l->out, r, "lora_B");
         if (!rc) rc = dorac_tensor_alloc(be, &l->dA, pt, r, l->in, "lora_A grad");
         if (!rc) rc = dorac_tensor_alloc(be, &l->dB, pt, l->out, r, "lora_B grad");
-        if (!rc) rc = extend_weight(m, l, r);
+        /* A's copy after W's rows only where the backward can use it there:
+        ** not the head (its dz, the chunk's dlogits, has no spare columns)
+        ** nor a layer with dropout (its adapter dx runs on its own); those
+        ** get a copy of their own, which u = x A^T and P still read */
+        if (!rc && l != m->head && cfg->dropout == 0.0) rc = extend_weight(m, l, r);
+        if (!rc && !l->A_w.data) {
+            rc = dorac_tensor_alloc(be, &l->A_w, l->L.t.W.type, r, l->in, "lora_A copy");
+            l->a_w_owned = rc == DORAC_OK;
+        }
         if (!rc) rc = dorac_tensor_alloc(be, &l->B_w, l->L.t.W.type, l->out, r, "lora_B copy");
     }
     if (!rc && cfg->method == DORAC_METHOD_DORA) {

@@ -97,8 +97,10 @@ typedef struct dorac_model_linear {
     /* owned parameter/gradient storage for the adapter (absent when frozen) */
     dorac_tensor A, B, m, dA, dB, dm;
     /* A and B in the weight's type (dorac_linear_tensors): B_w owned, A_w a
-    ** view of the r rows that attaching the adapter added after W's */
+    ** view of the r rows that attaching the adapter added after W's, or
+    ** (a_w_owned) a tensor of its own for the head and layers with dropout */
     dorac_tensor A_w, B_w;
+    bool a_w_owned;
     dorac_tensor dW, dbias; /* FULL */
 } dorac_model_linear;
 

@@ -185,14 +185,19 @@ static __global__ void gemm_ptrs_kernel(const __grid_constant__ gemm_ptrs p, con
     dst[2 * GEMM_BATCH + i] = p.c[i];
 }
 
+/* Whether a product may join a batch. cuBLAS picks a batch's kernel
+** without seeing the pointers (they are in device memory), so each must be
+** 16-byte aligned, with row strides of whole 16-byte pieces. The sizes
+** were checked before (CUDA_OP(gemm_many)). */
 static bool gemm_plain(const dorac_tensor *C, const dorac_tensor *A, bool trans_a, const dorac_tensor *B,
                        bool trans_b, int64_t *M, int64_t *N, int64_t *K) {
     if (A->type != DORAC_DTYPE_BF16 || B->type != DORAC_DTYPE_BF16 || !C->data || !A->data || !B->data) return false;
     if (C->type != DORAC_DTYPE_BF16 && C->type != DORAC_DTYPE_F32) return false;
-    if (dorac_gemm_shape(C, A, trans_a, B, trans_b, M, N, K)) {
-        dorac_error_clear(); /* gemm reports it, one by one */
+    size_t c_es = dorac_dtype_size(C->type);
+    if (((uintptr_t)A->data | (uintptr_t)B->data | (uintptr_t)C->data) % 16 || A->ld % 8 || B->ld % 8 ||
+        (C->ld * (int64_t)c_es) % 16)
         return false;
-    }
+    if (dorac_gemm_shape(C, A, trans_a, B, trans_b, M, N, K)) return false;
     if (*M == 0 || *N == 0 || *K <= 32) return false; /* nothing to do, or the low-rank pass */
     bool split = (*N >= 128 && *N % 8) || (*M >= 128 && *M % 8) || (*K >= 128 && *K % 8);
     return !split || gemm_nosplit();
@@ -201,10 +206,13 @@ static bool gemm_plain(const dorac_tensor *C, const dorac_tensor *A, bool trans_
 extern "C" int CUDA_OP(gemm_many)(dorac_backend *be, const dorac_tensor *const *C, const dorac_tensor *const *A,
                                   bool trans_a, const dorac_tensor *const *B, bool trans_b, size_t n,
                                   double alpha, double beta) {
+    /* every product's operands and sizes before any runs */
     for (size_t i = 0; i < n; i++) {
+        int64_t M, N, K;
         DORAC_TRY(cuda_check_float(A[i], "gemm_many", "A"));
         DORAC_TRY(cuda_check_float(B[i], "gemm_many", "B"));
         DORAC_TRY(cuda_check_float(C[i], "gemm_many", "C"));
+        DORAC_TRY(dorac_gemm_shape(C[i], A[i], trans_a, B[i], trans_b, &M, &N, &K));
     }
     bool *done = (bool *)calloc(n ? n : 1, sizeof *done);
     if (!done) return dorac_error(DORAC_E_NOMEM, "gemm_many: out of memory for %zu products", n);
@@ -231,7 +239,7 @@ extern "C" int CUDA_OP(gemm_many)(dorac_backend *be, const dorac_tensor *const *
             p.b[cnt] = B[j]->data, p.a[cnt] = A[j]->data, p.c[cnt] = C[j]->data;
             grp[cnt++] = j;
         }
-        for (int g = 0; g < cnt; g++) done[grp[g]] = true;
+        for (int g = 0; g < cnt; g++) done[grp[g]] = true; /* run below, or rc stops the loop */
         if (cnt == 1) {
             rc = CUDA_OP(gemm)(be, C[i], A[i], trans_a, B[i], trans_b, alpha, beta);
             continue;
