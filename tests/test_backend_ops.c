@@ -1949,7 +1949,7 @@ static void gemm_many_case(dorac_backend *dev) {
         rc = dev->download(dev, x, DORAC_DTYPE_F64, &C[0][i]);
         if (!rc) rc = dev->download(dev, y, DORAC_DTYPE_F64, &C[1][i]);
         double num = 0, den = 1e-30;
-        for (size_t k = 0; !rc && k < n; k++) num = fmax(num, fabs(x[k] - y[k])), den = fmax(den, fabs(y[k]));
+        for (size_t k = 0; !rc && k < n; k++) num = test_worst(num, fabs(x[k] - y[k])), den = fmax(den, fabs(y[k]));
         worst = fmax(worst, num / den);
         free(x), free(y);
     }

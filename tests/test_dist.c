@@ -1095,7 +1095,7 @@ static double zero_diff(dorac_backend *be, const dorac_tensor *a, const dorac_te
         if (!count) continue;
         if (be->download(be, ha, DORAC_DTYPE_F32, &a[i]) || be->download(be, hb, DORAC_DTYPE_F32, &b[i])) return INFINITY;
         for (size_t e = 0; e < count; e++)
-            worst = fmax(worst, fabs((double)ha[e] - hb[e]) / fmax(fabs((double)hb[e]), 1e-3));
+            worst = test_worst(worst, fabs((double)ha[e] - hb[e]) / fmax(fabs((double)hb[e]), 1e-3));
     }
     return worst;
 }

@@ -39,7 +39,7 @@ static void check(dorac_backend *be, int64_t M, int64_t N, int64_t K, bool ta, b
                 double y = tb ? b[j * (bc + 2) + k] : b[k * (bc + 2) + j];
                 want += 0.7 * x * y;
             }
-            worst = fmax(worst, fabs(got[i * (N + 1) + j] - want));
+            worst = test_worst(worst, fabs(got[i * (N + 1) + j] - want));
             if (got[i * (N + 1) + j] != got[i * (N + 1) + j]) worst = INFINITY;
         }
     double tol = be->act_type == DORAC_DTYPE_F64 ? 1e-12 : 1e-4;

@@ -93,7 +93,7 @@ static void check_logits(dorac_model *m, const char *model, const char *variant)
     snprintf(key, sizeof key, "%s.logits", variant);
     float *want = read_f32(st, key, &n);
     double worst = 0;
-    for (size_t i = 0; want && i < n; i++) worst = fmax(worst, fabs((double)logits[i] - want[i]));
+    for (size_t i = 0; want && i < n; i++) worst = test_worst(worst, fabs((double)logits[i] - want[i]));
     snprintf(key, sizeof key, "%s.loss", variant);
     float *want_loss = read_f32(st, key, &n);
     double loss = r.loss_sum / (double)r.n_tokens;
@@ -155,7 +155,7 @@ static void check_grads(dorac_backend *be, const char *model, const char *adapte
                 /* GPT-2 Conv1D gradients are stored (in, out) */
                 size_t k = (size_t)(row * tr[i].grad->cols + col);
                 size_t kw = transposed ? (size_t)(col * tr[i].grad->rows + row) : k;
-                num = fmax(num, fabs((double)got[k] - want[kw]));
+                num = test_worst(num, fabs((double)got[k] - want[kw]));
                 den = fmax(den, fabs((double)want[kw]));
             }
         double err = num / den;
@@ -234,7 +234,7 @@ static void check_merge(dorac_backend *be, const char *model) {
         dorac_st_tensor_read(g, x, DORAC_DTYPE_F32);
         dorac_st_tensor_read(w, y, DORAC_DTYPE_F32);
         double num = 0, den = 1e-30;
-        for (size_t k = 0; k < n; k++) num = fmax(num, fabs((double)x[k] - y[k])), den = fmax(den, fabs((double)y[k]));
+        for (size_t k = 0; k < n; k++) num = test_worst(num, fabs((double)x[k] - y[k])), den = fmax(den, fabs((double)y[k]));
         worst = fmax(worst, num / den);
         free(x), free(y);
     }

@@ -278,7 +278,7 @@ static void check_op(dorac_backend *be32, dorac_backend *be64, op_case *c) {
                     for (int64_t d = 0; d < D; d++) {
                         double o = 0;
                         for (int64_t s = 0; s < T; s++) o += w[s] / sum * x[2][(b * T + s) * KV * D + kv * D + d];
-                        worst = fmax(worst, fabs(o - out64[(b * T + t) * H * D + hh * D + d]));
+                        worst = test_worst(worst, fabs(o - out64[(b * T + t) * H * D + hh * D + d]));
                     }
                 }
         CHECK_LE(worst, 1e-12);
