@@ -7,7 +7,7 @@
 # Binaries are built here (no GPU needed to compile) and carried:
 #   bash tools/device/prepare.sh          # builds .devbin/, fills .deps/ and .devbench/
 #   device run: carry [.devbin, .devrt, .devbench], command:
-#     bash tools/device/cuda_run.sh check bench   (also: benchq, cli, dist, lowrank, ncu, ncu_detail, profile, scale, blocking)
+#     bash tools/device/cuda_run.sh check bench   (also: benchq, ratio, cli, dist, lowrank, ncu, ncu_detail, profile, scale, blocking)
 # Logs land in $OUT (check.log, ops.log, model.log, demo.log, bench.log, kernels_ncu.txt (ncu),
 # peft_bench.jsonl, dorac_bench.jsonl, and with `profile`
 # profile_<arch>.txt: where a DoRA step's wall time goes, from nsys).
@@ -236,6 +236,38 @@ if want ncu_detail && command -v ncu >/dev/null; then
     --targets all-linear --batch-size 4 --seq-len 2048 --no-pack --long truncate --steps 1 --warmup 0 \
     --lr 1e-4 --device cuda > "$OUT/ncu_detail.txt" 2>&1
   echo "ncu_detail rc=$? lines $(wc -l < "$OUT/ncu_detail.txt")"
+fi
+
+if want ratio; then
+  # the DoRA/LoRA step ratio, which one benchmark run measures only to about
+  # +-2% (docs/PERF.md, eleventh run): LoRA and DoRA alternated RATIO_REPS
+  # times (default 3) on the models `bench` or `benchq` made, each the
+  # median of its steps 4-12; the mean ratio at the end (ratio.jsonl)
+  for spec in "${BENCH_SPECS[@]}"; do
+    set -- $spec
+    case " ${RATIO_ARCHS:-llama1b} " in *" $1 "*) ;; *) continue ;; esac
+    model=/tmp/models/$1; [ -d $model ] || model=/tmp/rq_$1/model
+    [ -d $model ] || { echo "ratio: no $1 model (run bench or benchq first)"; continue; }
+    for rep in $(seq 1 "${RATIO_REPS:-3}"); do
+      for method in lora dora; do
+        OUT_SAVE=$OUT; OUT=/tmp/ratio_out; mkdir -p $OUT; : > $OUT/dorac_bench.jsonl
+        bench_one $1 $method $2 $3 $4 --model $model > /dev/null
+        sed "s/^{/{\"rep\": $rep, /" $OUT/dorac_bench.jsonl >> "$OUT_SAVE/ratio.jsonl"
+        OUT=$OUT_SAVE
+      done
+    done
+    python3 - "$OUT/ratio.jsonl" "$1" <<'PY' | tee -a "$OUT/bench.log"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+rows = [r for r in rows if r.get("arch") == sys.argv[2] and r.get("tok_s")]
+pairs = {}
+for r in rows: pairs.setdefault(r["rep"], {})[r["mode"]] = r["tok_s"]
+ratios = [p["lora"] / p["dora"] for p in pairs.values() if "lora" in p and "dora" in p]
+if ratios:
+    print(f"{sys.argv[2]}: DoRA/LoRA step ratio per pair " + " ".join(f"{x:.3f}" for x in ratios)
+          + f", mean {sum(ratios) / len(ratios):.3f}")
+PY
+  done
 fi
 
 if want scale; then
