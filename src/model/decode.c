@@ -47,7 +47,7 @@ struct dorac_kv_cache {
     int64_t len;             /* positions filled: the next token goes at len */
     int64_t chunk;           /* rows per batched forward, <= max_len */
     int64_t max_rank;        /* widest adapter rank at creation; u holds chunk x max_rank */
-    bool norms_ready;        /* DoRA norms computed since creation or reset */
+    bool norms_ready;        /* adapters prepared (copies, DoRA norms) since creation or reset */
     dorac_tensor *k, *v;     /* (L) each (max_len, KV*D): post-RoPE keys, values */
     /* scratch for up to `chunk` rows */
     dorac_tensor res;        /* (chunk, C) residual stream */
@@ -183,7 +183,8 @@ int64_t dorac_kv_cache_capacity(const dorac_kv_cache *c) { return c->max_len; }
 /* ---------------------------------------------------------------------- */
 
 /* y (n,out) = the linear applied to x (n,in) for inference: no dropout,
-** DoRA norms from dorac_model_prepare_adapters, u in the cache's scratch. */
+** the copies of A and B and DoRA norms from dorac_model_prepare_adapters, u
+** in the cache's scratch. */
 static int linear_infer(dorac_kv_cache *c, dorac_model_linear *ml, const dorac_tensor *y, const dorac_tensor *x) {
     dorac_linear *L = &ml->L;
     dorac_tensor u = dorac_tensor_none(c->m->be->act_type);
