@@ -56,12 +56,6 @@ static inline int attn_check(const dorac_tensor *o, const dorac_tensor *q, const
     return DORAC_OK;
 }
 
-/* A BF16 tensor whose rows can be read 16 bytes at a time from any column
-** that is a multiple of 8: the tensor-core path's condition on each operand. */
-static inline bool attn_bf16_rows16(const dorac_tensor *t) {
-    return t->type == DORAC_DTYPE_BF16 && t->ld % 8 == 0 && (uintptr_t)t->data % 16 == 0;
-}
-
 /* Head dimensions with a tensor-core kernel. */
 static inline bool attn_mma_dim(int64_t D) {
     return D == 16 || D == 32 || D == 64 || D == 96 || D == 128;

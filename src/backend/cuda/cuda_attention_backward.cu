@@ -615,9 +615,9 @@ static int backward_passes(dorac_backend *be, const dorac_tensor *dq, const dora
                            int64_t KV, int64_t D) {
     const float scale = (float)(1.0 / sqrt((double)D));
     const float scale_log2 = (float)(1.4426950408889634 / sqrt((double)D));
-    const bool fast = attn_mma_dim(D) && attn_bf16_rows16(q) && attn_bf16_rows16(k) &&
-                      attn_bf16_rows16(v) && attn_bf16_rows16(out) && attn_bf16_rows16(dout) &&
-                      attn_bf16_rows16(dq) && attn_bf16_rows16(dk) && attn_bf16_rows16(dv);
+    const bool fast = attn_mma_dim(D) && cuda_bf16_rows16(q) && cuda_bf16_rows16(k) &&
+                      cuda_bf16_rows16(v) && cuda_bf16_rows16(out) && cuda_bf16_rows16(dout) &&
+                      cuda_bf16_rows16(dq) && cuda_bf16_rows16(dk) && cuda_bf16_rows16(dv);
     if (fast) {
         switch (D) {
         case 16: return backward_mma<16>(be, dq, dk, dv, dout, q, k, v, out, lse, Di, B, T, H, KV, scale, scale_log2);

@@ -20,7 +20,7 @@
 **
 ** Two kernels compute this:
 **   attention_forward_mma   the fast path: every operand BF16 with rows
-**     readable 16 bytes at a time (attn_bf16_rows16) and D one of 16, 32,
+**     readable 16 bytes at a time (cuda_bf16_rows16) and D one of 16, 32,
 **     64, 96, 128. 64 query rows a block, 16 a warp; key tiles of 64 rows
 **     double-buffered in shared memory by cp.async; S = Q K^T and O += P V
 **     on the tensor cores (mma.sync, bf16 in, fp32 accumulation), P
@@ -300,8 +300,8 @@ int CUDA_OP(attention_forward)(dorac_backend *be, const dorac_tensor *out, const
                                int64_t B, int64_t T, int64_t H, int64_t KV, int64_t D) {
     DORAC_TRY(attn_check(out, q, k, v, lse, B, T, H, KV, D, "attention_forward"));
     const float scale_log2 = (float)(1.4426950408889634 / sqrt((double)D));
-    if (attn_mma_dim(D) && attn_bf16_rows16(q) && attn_bf16_rows16(k) && attn_bf16_rows16(v) &&
-        attn_bf16_rows16(out)) {
+    if (attn_mma_dim(D) && cuda_bf16_rows16(q) && cuda_bf16_rows16(k) && cuda_bf16_rows16(v) &&
+        cuda_bf16_rows16(out)) {
         switch (D) {
         case 16: return forward_mma<16>(be, out, lse, q, k, v, B, T, H, KV, scale_log2);
         case 32: return forward_mma<32>(be, out, lse, q, k, v, B, T, H, KV, scale_log2);

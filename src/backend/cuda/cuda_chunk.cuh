@@ -87,6 +87,12 @@ static __device__ __forceinline__ void widen_chunk_bf16(float z[CUDA_CHUNK], uin
     }
 }
 
+/* Chunk c (columns 8c .. 8c + 7) of row i of a BF16 view that
+** cuda_bf16_rows16 accepted, as 16 bytes. */
+static __device__ __forceinline__ uint4 *bf16_chunk(cuda_view v, int64_t i, int64_t c) {
+    return (uint4 *)v.data + i * (v.ld / CUDA_CHUNK) + c;
+}
+
 /* v[i, c0 + k] = z[k] (rounded to v's type) for the k with c0 + k < n_cols.
 ** c0 is a multiple of CUDA_CHUNK; vec is row_aligned16(v, i). */
 static __device__ __forceinline__ void st_chunk(cuda_view v, int64_t i, int64_t c0, int64_t n_cols,
@@ -125,6 +131,13 @@ static inline int cuda_row_threads(int64_t n_cols, int max_threads) {
 static inline dim3 cuda_chunk_grid(int64_t n_rows, int64_t n_cols, int threads) {
     unsigned y = (unsigned)(n_rows < 65535 ? (n_rows > 0 ? n_rows : 1) : 65535);
     return dim3(cuda_blocks(cuda_chunks(n_cols), threads), y);
+}
+
+/* The same with y over groups of `rows` rows (kernels whose threads each
+** hold several rows); at most 65535, kernels stride beyond. */
+static inline dim3 cuda_row_group_grid(int64_t n_rows, int64_t n_cols, int rows, int threads) {
+    int64_t groups = (n_rows + rows - 1) / rows;
+    return dim3(cuda_blocks(cuda_chunks(n_cols), threads), (unsigned)(groups < 65535 ? (groups > 0 ? groups : 1) : 65535));
 }
 
 #endif

@@ -13,7 +13,7 @@
 ** the same design and says why at more length):
 **   - the BF16 path (gelu_*_bf16_kernel), when every operand is BF16,
 **     starts on a 16-byte boundary and has a row stride of whole 16-byte
-**     chunks (bf16_rows_ready), and C is a multiple of 8. Thread x of a
+**     chunks (cuda_bf16_rows16), and C is a multiple of 8. Thread x of a
 **     block of GELU_BF16_THREADS owns one chunk (8 values, cuda_chunk.cuh)
 **     of ROWS consecutive rows (GELU_FWD_ROWS, GELU_BWD_ROWS), issues all
 **     its 16-byte loads raw first, then widens, computes and stores row by
@@ -120,13 +120,7 @@ static __global__ void gelu_backward_kernel(cuda_view dx, cuda_view dout, cuda_v
 
 /* ---- the BF16 path: every load of a thread in flight at once ---------- */
 
-/* Chunk c (columns 8c .. 8c + 7) of row i of a BF16 view that
-** bf16_rows_ready accepted, as 16 bytes. */
-static __device__ __forceinline__ uint4 *bf16_chunk(cuda_view v, int64_t i, int64_t c) {
-    return (uint4 *)v.data + i * (v.ld / CUDA_CHUNK) + c;
-}
-
-/* gelu_forward_kernel with out and x BF16 and bf16_rows_ready, C a
+/* gelu_forward_kernel with out and x BF16 and cuda_bf16_rows16, C a
 ** multiple of 8. Block x's thread t owns chunk c = x GELU_BF16_THREADS + t
 ** of rows i0 .. i0 + GELU_FWD_ROWS - 1 (those below N), i0 = y
 ** GELU_FWD_ROWS for grid row y, then strided by the grid's rows when there
@@ -153,7 +147,7 @@ static __global__ void __launch_bounds__(GELU_BF16_THREADS, GELU_BF16_BLOCKS)
     }
 }
 
-/* gelu_backward_kernel with dx, dout and x BF16 and bf16_rows_ready, C a
+/* gelu_backward_kernel with dx, dout and x BF16 and cuda_bf16_rows16, C a
 ** multiple of 8; threads own chunks of rows as in gelu_forward_bf16_kernel,
 ** GELU_BWD_ROWS rows each. */
 static __global__ void __launch_bounds__(GELU_BF16_THREADS, GELU_BF16_BLOCKS)
@@ -182,27 +176,14 @@ static __global__ void __launch_bounds__(GELU_BF16_THREADS, GELU_BF16_BLOCKS)
     }
 }
 
-/* True when t is BF16 and every row of it starts on a 16-byte boundary, so
-** that its chunks move as plain 16-byte vectors. */
-static bool bf16_rows_ready(const dorac_tensor *t) {
-    return t->type == DORAC_DTYPE_BF16 && ((uintptr_t)t->data & 15) == 0 && t->ld % CUDA_CHUNK == 0;
-}
-
-/* The BF16 path's grid for (N,C): x over blocks of GELU_BF16_THREADS
-** chunks, y over groups of `rows` rows, at most 65535 (the kernels stride). */
-static dim3 bf16_grid(int64_t N, int64_t C, int rows) {
-    int64_t groups = (N + rows - 1) / rows;
-    return dim3(cuda_blocks(C / CUDA_CHUNK, GELU_BF16_THREADS), (unsigned)(groups < 65535 ? groups : 65535));
-}
-
 int CUDA_OP(gelu_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *x) {
     const char *op = "gelu_forward";
     DORAC_TRY(cuda_check_float(x, op, "x"));
     DORAC_TRY(cuda_check_shape(out, x->rows, x->cols, op, "out"));
     int64_t N = x->rows, C = x->cols;
     if (N == 0 || C == 0) return DORAC_OK;
-    if (C % CUDA_CHUNK == 0 && bf16_rows_ready(out) && bf16_rows_ready(x))
-        gelu_forward_bf16_kernel<<<bf16_grid(N, C, GELU_FWD_ROWS), GELU_BF16_THREADS, 0,
+    if (C % CUDA_CHUNK == 0 && cuda_bf16_rows16(out) && cuda_bf16_rows16(x))
+        gelu_forward_bf16_kernel<<<cuda_row_group_grid(N, C, GELU_FWD_ROWS, GELU_BF16_THREADS), GELU_BF16_THREADS, 0,
                                    cuda_stream(be)>>>(cuda_view_of(out), cuda_view_of(x), N, C);
     else
         gelu_forward_kernel<<<cuda_chunk_grid(N, C, GELU_THREADS), GELU_THREADS, 0,
@@ -219,8 +200,8 @@ int CUDA_OP(gelu_backward)(dorac_backend *be, const dorac_tensor *dx, const dora
     int64_t N = x->rows, C = x->cols;
     if (N == 0 || C == 0) return DORAC_OK;
     cuda_view d = cuda_view_of(dx), g = cuda_view_of(dout), v = cuda_view_of(x);
-    if (C % CUDA_CHUNK == 0 && bf16_rows_ready(dx) && bf16_rows_ready(dout) && bf16_rows_ready(x))
-        gelu_backward_bf16_kernel<<<bf16_grid(N, C, GELU_BWD_ROWS), GELU_BF16_THREADS, 0,
+    if (C % CUDA_CHUNK == 0 && cuda_bf16_rows16(dx) && cuda_bf16_rows16(dout) && cuda_bf16_rows16(x))
+        gelu_backward_bf16_kernel<<<cuda_row_group_grid(N, C, GELU_BWD_ROWS, GELU_BF16_THREADS), GELU_BF16_THREADS, 0,
                                     cuda_stream(be)>>>(d, g, v, N, C);
     else
         gelu_backward_kernel<<<cuda_chunk_grid(N, C, GELU_THREADS), GELU_THREADS, 0,

@@ -185,44 +185,50 @@ static __global__ void gemm_ptrs_kernel(const __grid_constant__ gemm_ptrs p, con
     dst[2 * GEMM_BATCH + i] = p.c[i];
 }
 
-/* Whether a product may join a batch. cuBLAS picks a batch's kernel
-** without seeing the pointers (they are in device memory), so each must be
-** 16-byte aligned, with row strides of whole 16-byte pieces. The sizes
-** were checked before (CUDA_OP(gemm_many)). */
-static bool gemm_plain(const dorac_tensor *C, const dorac_tensor *A, bool trans_a, const dorac_tensor *B,
-                       bool trans_b, int64_t *M, int64_t *N, int64_t *K) {
+/* A product of gemm_many: its sizes, whether it may join a batch
+** (gemm_batchable), and whether it has run or is in a batch. */
+typedef struct gemm_item {
+    int64_t M, N, K;
+    bool batchable, done;
+} gemm_item;
+
+/* Whether a product of sizes (M, N, K) may join a batch: gemm would hand it
+** to cuBLAS as it is (BF16 A and B, no split, no low-rank pass), and, since
+** cuBLAS picks a batch's kernel without seeing the pointers (they are in
+** device memory), each is 16-byte aligned, with row strides of whole
+** 16-byte pieces. */
+static bool gemm_batchable(const dorac_tensor *C, const dorac_tensor *A, const dorac_tensor *B, int64_t M,
+                           int64_t N, int64_t K) {
     if (A->type != DORAC_DTYPE_BF16 || B->type != DORAC_DTYPE_BF16 || !C->data || !A->data || !B->data) return false;
     if (C->type != DORAC_DTYPE_BF16 && C->type != DORAC_DTYPE_F32) return false;
     size_t c_es = dorac_dtype_size(C->type);
     if (((uintptr_t)A->data | (uintptr_t)B->data | (uintptr_t)C->data) % 16 || A->ld % 8 || B->ld % 8 ||
         (C->ld * (int64_t)c_es) % 16)
         return false;
-    if (dorac_gemm_shape(C, A, trans_a, B, trans_b, M, N, K)) return false;
-    if (*M == 0 || *N == 0 || *K <= 32) return false; /* nothing to do, or the low-rank pass */
-    bool split = (*N >= 128 && *N % 8) || (*M >= 128 && *M % 8) || (*K >= 128 && *K % 8);
+    if (M == 0 || N == 0 || K <= 32) return false; /* nothing to do, or the low-rank pass */
+    bool split = (N >= 128 && N % 8) || (M >= 128 && M % 8) || (K >= 128 && K % 8);
     return !split || gemm_nosplit();
 }
 
 extern "C" int CUDA_OP(gemm_many)(dorac_backend *be, const dorac_tensor *const *C, const dorac_tensor *const *A,
                                   bool trans_a, const dorac_tensor *const *B, bool trans_b, size_t n,
                                   double alpha, double beta) {
+    gemm_item *it = (gemm_item *)calloc(n ? n : 1, sizeof *it);
+    if (!it) return dorac_error(DORAC_E_NOMEM, "gemm_many: out of memory for %zu products", n);
     /* every product's operands and sizes before any runs */
-    for (size_t i = 0; i < n; i++) {
-        int64_t M, N, K;
-        DORAC_TRY(cuda_check_float(A[i], "gemm_many", "A"));
-        DORAC_TRY(cuda_check_float(B[i], "gemm_many", "B"));
-        DORAC_TRY(cuda_check_float(C[i], "gemm_many", "C"));
-        DORAC_TRY(dorac_gemm_shape(C[i], A[i], trans_a, B[i], trans_b, &M, &N, &K));
-    }
-    bool *done = (bool *)calloc(n ? n : 1, sizeof *done);
-    if (!done) return dorac_error(DORAC_E_NOMEM, "gemm_many: out of memory for %zu products", n);
-    const void **ptrs = NULL;
     int rc = DORAC_OK;
+    for (size_t i = 0; i < n && !rc; i++) {
+        rc = cuda_check_float(A[i], "gemm_many", "A");
+        if (!rc) rc = cuda_check_float(B[i], "gemm_many", "B");
+        if (!rc) rc = cuda_check_float(C[i], "gemm_many", "C");
+        if (!rc) rc = dorac_gemm_shape(C[i], A[i], trans_a, B[i], trans_b, &it[i].M, &it[i].N, &it[i].K);
+        if (!rc) it[i].batchable = gemm_batchable(C[i], A[i], B[i], it[i].M, it[i].N, it[i].K);
+    }
+    const void **ptrs = NULL;
     float alpha_f = (float)alpha, beta_f = (float)beta;
     for (size_t i = 0; i < n && !rc; i++) {
-        if (done[i]) continue;
-        int64_t M, N, K;
-        if (!gemm_plain(C[i], A[i], trans_a, B[i], trans_b, &M, &N, &K)) {
+        if (it[i].done) continue;
+        if (!it[i].batchable) {
             rc = CUDA_OP(gemm)(be, C[i], A[i], trans_a, B[i], trans_b, alpha, beta);
             continue;
         }
@@ -231,15 +237,13 @@ extern "C" int CUDA_OP(gemm_many)(dorac_backend *be, const dorac_tensor *const *
         size_t grp[GEMM_BATCH];
         int cnt = 0;
         for (size_t j = i; j < n && cnt < GEMM_BATCH; j++) {
-            int64_t Mj, Nj, Kj;
-            if (done[j] || !gemm_plain(C[j], A[j], trans_a, B[j], trans_b, &Mj, &Nj, &Kj)) continue;
-            if (Mj != M || Nj != N || Kj != K || C[j]->type != C[i]->type || A[j]->ld != A[i]->ld ||
-                B[j]->ld != B[i]->ld || C[j]->ld != C[i]->ld)
+            if (it[j].done || !it[j].batchable || it[j].M != it[i].M || it[j].N != it[i].N || it[j].K != it[i].K ||
+                C[j]->type != C[i]->type || A[j]->ld != A[i]->ld || B[j]->ld != B[i]->ld || C[j]->ld != C[i]->ld)
                 continue;
             p.b[cnt] = B[j]->data, p.a[cnt] = A[j]->data, p.c[cnt] = C[j]->data;
             grp[cnt++] = j;
         }
-        for (int g = 0; g < cnt; g++) done[grp[g]] = true; /* run below, or rc stops the loop */
+        for (int g = 0; g < cnt; g++) it[grp[g]].done = true; /* run below, or rc stops the loop */
         if (cnt == 1) {
             rc = CUDA_OP(gemm)(be, C[i], A[i], trans_a, B[i], trans_b, alpha, beta);
             continue;
@@ -252,15 +256,15 @@ extern "C" int CUDA_OP(gemm_many)(dorac_backend *be, const dorac_tensor *const *
         rc = cuda_launch_status("gemm_many");
         if (rc) break;
         cublasStatus_t s = cublasGemmBatchedEx(
-            cuda_ctx(be)->cublas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N,
-            (int)M, (int)K, &alpha_f, ptrs, CUDA_R_16BF, (int)B[i]->ld, ptrs + GEMM_BATCH, CUDA_R_16BF,
-            (int)A[i]->ld, &beta_f, (void *const *)(ptrs + 2 * GEMM_BATCH), cuda_type(C[i]->type), (int)C[i]->ld,
-            cnt, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+            cuda_ctx(be)->cublas, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+            (int)it[i].N, (int)it[i].M, (int)it[i].K, &alpha_f, ptrs, CUDA_R_16BF, (int)B[i]->ld, ptrs + GEMM_BATCH,
+            CUDA_R_16BF, (int)A[i]->ld, &beta_f, (void *const *)(ptrs + 2 * GEMM_BATCH), cuda_type(C[i]->type),
+            (int)C[i]->ld, cnt, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
         /* a batch cuBLAS declines runs one product at a time */
         for (int g = 0; s != CUBLAS_STATUS_SUCCESS && g < cnt && !rc; g++)
             rc = CUDA_OP(gemm)(be, C[grp[g]], A[grp[g]], trans_a, B[grp[g]], trans_b, alpha, beta);
     }
     if (ptrs) be->free(be, ptrs); /* stream-ordered: after the products */
-    free(done);
+    free(it);
     return rc;
 }

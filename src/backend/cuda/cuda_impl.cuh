@@ -186,6 +186,13 @@ static inline bool cuda_env_switch(const char *name, int *cache) {
     return *cache != 0;
 }
 
+/* A BF16 tensor whose rows can be read 16 bytes at a time from any column
+** that is a multiple of 8 (data 16-byte aligned, ld a multiple of 8): the
+** condition of every kernel that moves rows as 16-byte vectors. */
+static inline bool cuda_bf16_rows16(const dorac_tensor *t) {
+    return t->type == DORAC_DTYPE_BF16 && t->ld % 8 == 0 && (uintptr_t)t->data % 16 == 0;
+}
+
 /* Blocks of `threads` covering n items, at least one. */
 static inline unsigned cuda_blocks(int64_t n, int threads) {
     int64_t b = (n + threads - 1) / threads;

@@ -128,12 +128,6 @@ static __global__ void __launch_bounds__(NORM_THREADS)
 #define NORM_ROW_THREADS 128  /* threads a row-path block aims at */
 #define NORM_ROW_MAX_CHUNKS 4  /* chunks a thread holds, at most: C <= 8192 */
 
-/* True when every row of t is BF16 and starts on a 16-byte boundary, so
-** that its chunks move as plain 16-byte vectors. */
-static bool rms_row_ready(const dorac_tensor *t) {
-    return t->type == DORAC_DTYPE_BF16 && ((uintptr_t)t->data & 15) == 0 && t->ld % CUDA_CHUNK == 0;
-}
-
 /* Chunks a thread of the row path holds for rows of C columns: the fewest
 ** of 1, 2, 4 that keep a row within NORM_ROW_THREADS threads, else 4 up to
 ** NORM_THREADS threads; 0 when the row path does not take C (past 8192
@@ -156,11 +150,6 @@ static int rms_row_threads(int64_t C, int K) {
     return t < 32 ? 32 : (int)((t + 31) / 32 * 32);
 }
 
-/* Row i of a BF16 view that rms_row_ready accepted, as 16-byte chunks. */
-static __device__ __forceinline__ uint4 *rms_row(cuda_view v, int64_t i) {
-    return (uint4 *)v.data + i * (v.ld / CUDA_CHUNK);
-}
-
 /* fp32 z as a chunk of 8 BF16 values, rounded to nearest even. */
 static __device__ __forceinline__ uint4 narrow_chunk_bf16(const float z[CUDA_CHUNK]) {
     uint4 raw;
@@ -170,7 +159,7 @@ static __device__ __forceinline__ uint4 narrow_chunk_bf16(const float z[CUDA_CHU
     return raw;
 }
 
-/* rmsnorm_forward_kernel with x and out row-path ready (rms_row_ready, C a
+/* rmsnorm_forward_kernel with x and out row-path ready (cuda_bf16_rows16, C a
 ** multiple of 8) and each thread's K chunks of x and w in registers: x is
 ** read once. Thread t holds the row's chunks t + j * blockDim.x. out (N,C)
 ** may alias x (N,C): a thread stores only chunks it has loaded. */
@@ -182,7 +171,7 @@ static __global__ void __launch_bounds__(NORM_THREADS)
     int64_t i = blockIdx.x;
     int n_chunks = (int)(C / CUDA_CHUNK);
     bool w_vec = row_aligned16(w, 0);
-    const uint4 *x_row = rms_row(x, i);
+    const uint4 *x_row = bf16_chunk(x, i, 0);
     uint4 x_raw[K];
     float wv[K][CUDA_CHUNK];
 #pragma unroll
@@ -206,7 +195,7 @@ static __global__ void __launch_bounds__(NORM_THREADS)
     ss = block_sum(ss, shared);
     float r = (float)(1.0 / sqrt(ss / (double)C + eps));
     if (threadIdx.x == 0) st_at(rstd, 0, i, r);
-    uint4 *out_row = rms_row(out, i);
+    uint4 *out_row = bf16_chunk(out, i, 0);
 #pragma unroll
     for (int j = 0; j < K; j++) {
         int k = threadIdx.x + j * blockDim.x;
@@ -220,7 +209,7 @@ static __global__ void __launch_bounds__(NORM_THREADS)
 }
 
 /* rmsnorm_backward_dx_kernel with dx, dout and x row-path ready
-** (rms_row_ready, C a multiple of 8) and each thread's K chunks of them
+** (cuda_bf16_rows16, C a multiple of 8) and each thread's K chunks of them
 ** and of w in registers: every input is read once, all the loads issued
 ** before the first use. Thread t holds the row's chunks t + j * blockDim.x.
 ** dx (N,C) may alias dout (N,C): a thread stores only chunks it has
@@ -233,8 +222,8 @@ static __global__ void __launch_bounds__(NORM_THREADS)
     int64_t i = blockIdx.x;
     int n_chunks = (int)(C / CUDA_CHUNK);
     bool w_vec = row_aligned16(w, 0);
-    const uint4 *g_row = rms_row(dout, i), *x_row = rms_row(x, i);
-    uint4 *d_row = rms_row(dx, i);
+    const uint4 *g_row = bf16_chunk(dout, i, 0), *x_row = bf16_chunk(x, i, 0);
+    uint4 *d_row = bf16_chunk(dx, i, 0);
     uint4 g_raw[K], x_raw[K], d_raw[K];
     float wv[K][CUDA_CHUNK];
     /* the DRAM loads first, then rstd and w (cache hits, mostly), so that
@@ -333,7 +322,7 @@ int CUDA_OP(rmsnorm_forward)(dorac_backend *be, const dorac_tensor *out, const d
     DORAC_TRY(cuda_check_shape(w, 1, C, op, "weight"));
     if (N == 0) return DORAC_OK;
     /* C == 0 still runs: rstd becomes 1/sqrt(0/0 + eps), NaN, as on the CPU */
-    int K = rms_row_ready(x) && rms_row_ready(out) ? rms_row_chunks(C) : 0;
+    int K = cuda_bf16_rows16(x) && cuda_bf16_rows16(out) ? rms_row_chunks(C) : 0;
     void (*kernel)(cuda_view, cuda_view, cuda_view, cuda_view, int64_t, double) =
         K == 1 ? rmsnorm_forward_row_kernel<1>
         : K == 2 ? rmsnorm_forward_row_kernel<2>
@@ -358,7 +347,7 @@ int CUDA_OP(rmsnorm_backward)(dorac_backend *be, const dorac_tensor *dx, const d
     DORAC_TRY(cuda_check_optional_vector(dw, C, op, "dweight"));
     if (N == 0 || C == 0) return DORAC_OK;
     cudaStream_t stream = cuda_stream(be);
-    bool ready = rms_row_ready(dx) && rms_row_ready(dout) && rms_row_ready(x);
+    bool ready = cuda_bf16_rows16(dx) && cuda_bf16_rows16(dout) && cuda_bf16_rows16(x);
     int K = ready ? rms_row_chunks(C) : 0;
     void (*kernel)(cuda_view, cuda_view, cuda_view, cuda_view, cuda_view, int64_t) =
         K == 1 ? rmsnorm_backward_dx_row_kernel<1>

@@ -80,10 +80,6 @@ static __global__ void rope_octets_kernel(bf16 *out, int64_t ld_out, const bf16 
     }
 }
 
-static bool rows16(const dorac_tensor *t) {
-    return t->type == DORAC_DTYPE_BF16 && t->ld % 8 == 0 && (uintptr_t)t->data % 16 == 0;
-}
-
 int CUDA_OP(rope_copy)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *x,
                        const dorac_tensor *pos, const dorac_tensor *cos_t, const dorac_tensor *sin_t,
                        int64_t n_heads, int64_t head_dim, bool inverse) {
@@ -103,7 +99,7 @@ int CUDA_OP(rope_copy)(dorac_backend *be, const dorac_tensor *out, const dorac_t
     if (N == 0) return DORAC_OK;
     float sign = inverse ? -1.0f : 1.0f;
     const int32_t *p = (const int32_t *)pos->data;
-    if (rows16(x) && rows16(out) && half_dim % 8 == 0 && cos_t->type == DORAC_DTYPE_F32 &&
+    if (cuda_bf16_rows16(x) && cuda_bf16_rows16(out) && half_dim % 8 == 0 && cos_t->type == DORAC_DTYPE_F32 &&
         sin_t->type == DORAC_DTYPE_F32 && cos_t->ld == sin_t->ld && cos_t->ld % 4 == 0 &&
         (uintptr_t)cos_t->data % 16 == 0 && (uintptr_t)sin_t->data % 16 == 0) {
         int64_t per_head = half_dim / 8, per_row = n_heads * per_head;

@@ -9,7 +9,7 @@
 ** CPU, in two versions per direction that give the same bits:
 **   - the BF16 path (swiglu_*_bf16_kernel), when every operand is BF16,
 **     starts on a 16-byte boundary and has a row stride of whole 16-byte
-**     chunks (bf16_rows_ready), and C is a multiple of 8. Thread x of a
+**     chunks (cuda_bf16_rows16), and C is a multiple of 8. Thread x of a
 **     block of SWIGLU_BF16_THREADS owns one chunk (8 values, cuda_chunk.cuh)
 **     of ROWS consecutive rows (SWIGLU_FWD_ROWS, SWIGLU_BWD_ROWS), so a
 **     warp's loads cover 512 contiguous bytes of a row. It issues all its
@@ -118,13 +118,7 @@ static __global__ void swiglu_backward_kernel(cuda_view dgate, cuda_view dup, cu
 
 /* ---- the BF16 path: every load of a thread in flight at once ---------- */
 
-/* Chunk c (columns 8c .. 8c + 7) of row i of a BF16 view that
-** bf16_rows_ready accepted, as 16 bytes. */
-static __device__ __forceinline__ uint4 *bf16_chunk(cuda_view v, int64_t i, int64_t c) {
-    return (uint4 *)v.data + i * (v.ld / CUDA_CHUNK) + c;
-}
-
-/* swiglu_forward_kernel with every operand BF16 and bf16_rows_ready, C a
+/* swiglu_forward_kernel with every operand BF16 and cuda_bf16_rows16, C a
 ** multiple of 8. Block x's thread t owns chunk c = x SWIGLU_BF16_THREADS +
 ** t of rows i0 .. i0 + SWIGLU_FWD_ROWS - 1 (those below N), i0 = y
 ** SWIGLU_FWD_ROWS for grid row y, then strided by the grid's rows when
@@ -155,7 +149,7 @@ static __global__ void __launch_bounds__(SWIGLU_BF16_THREADS, SWIGLU_BF16_BLOCKS
     }
 }
 
-/* swiglu_backward_kernel with every operand BF16 and bf16_rows_ready, C a
+/* swiglu_backward_kernel with every operand BF16 and cuda_bf16_rows16, C a
 ** multiple of 8; threads own chunks of rows as in swiglu_forward_bf16_kernel,
 ** SWIGLU_BWD_ROWS rows each. */
 static __global__ void __launch_bounds__(SWIGLU_BF16_THREADS, SWIGLU_BF16_BLOCKS)
@@ -189,20 +183,6 @@ static __global__ void __launch_bounds__(SWIGLU_BF16_THREADS, SWIGLU_BF16_BLOCKS
     }
 }
 
-/* True when t is BF16 and every row of it starts on a 16-byte boundary, so
-** that its chunks move as plain 16-byte vectors. */
-static bool bf16_rows_ready(const dorac_tensor *t) {
-    return t->type == DORAC_DTYPE_BF16 && ((uintptr_t)t->data & 15) == 0 && t->ld % CUDA_CHUNK == 0;
-}
-
-/* The BF16 path's grid for (N,C): x over blocks of SWIGLU_BF16_THREADS
-** chunks, y over groups of `rows` rows, at most 65535 (the kernels stride). */
-static dim3 bf16_grid(int64_t N, int64_t C, int rows) {
-    int64_t groups = (N + rows - 1) / rows;
-    return dim3(cuda_blocks(C / CUDA_CHUNK, SWIGLU_BF16_THREADS),
-                (unsigned)(groups < 65535 ? groups : 65535));
-}
-
 /* The backward's gradients for cuda_dora_colsum.cuh, from in = (gate, up,
 ** dout): d[0] = dgate, d[1] = dup by swiglu_grad, y[0] = gate, y[1] = up
 ** (the projections' outputs). */
@@ -228,8 +208,8 @@ int CUDA_OP(swiglu_forward)(dorac_backend *be, const dorac_tensor *out, const do
     DORAC_TRY(cuda_check_shape(out, N, C, op, "out"));
     if (N == 0 || C == 0) return DORAC_OK;
     cuda_view o = cuda_view_of(out), g = cuda_view_of(gate), u = cuda_view_of(up);
-    if (C % CUDA_CHUNK == 0 && bf16_rows_ready(out) && bf16_rows_ready(gate) && bf16_rows_ready(up))
-        swiglu_forward_bf16_kernel<<<bf16_grid(N, C, SWIGLU_FWD_ROWS), SWIGLU_BF16_THREADS, 0,
+    if (C % CUDA_CHUNK == 0 && cuda_bf16_rows16(out) && cuda_bf16_rows16(gate) && cuda_bf16_rows16(up))
+        swiglu_forward_bf16_kernel<<<cuda_row_group_grid(N, C, SWIGLU_FWD_ROWS, SWIGLU_BF16_THREADS), SWIGLU_BF16_THREADS, 0,
                                      cuda_stream(be)>>>(o, g, u, N, C);
     else
         swiglu_forward_kernel<<<cuda_chunk_grid(N, C, SWIGLU_THREADS), SWIGLU_THREADS, 0,
@@ -257,9 +237,9 @@ int CUDA_OP(swiglu_backward)(dorac_backend *be, const dorac_tensor *dgate, const
     if (N == 0 || C == 0) return DORAC_OK;
     cuda_view dg = cuda_view_of(dgate), du = cuda_view_of(dup), d = cuda_view_of(dout);
     cuda_view g = cuda_view_of(gate), u = cuda_view_of(up);
-    if (C % CUDA_CHUNK == 0 && bf16_rows_ready(dgate) && bf16_rows_ready(dup) && bf16_rows_ready(dout) &&
-        bf16_rows_ready(gate) && bf16_rows_ready(up))
-        swiglu_backward_bf16_kernel<<<bf16_grid(N, C, SWIGLU_BWD_ROWS), SWIGLU_BF16_THREADS, 0,
+    if (C % CUDA_CHUNK == 0 && cuda_bf16_rows16(dgate) && cuda_bf16_rows16(dup) && cuda_bf16_rows16(dout) &&
+        cuda_bf16_rows16(gate) && cuda_bf16_rows16(up))
+        swiglu_backward_bf16_kernel<<<cuda_row_group_grid(N, C, SWIGLU_BWD_ROWS, SWIGLU_BF16_THREADS), SWIGLU_BF16_THREADS, 0,
                                       cuda_stream(be)>>>(dg, du, d, g, u, N, C);
     else
         swiglu_backward_kernel<<<cuda_chunk_grid(N, C, SWIGLU_THREADS), SWIGLU_THREADS, 0,

@@ -201,17 +201,22 @@ static __global__ void copy_many_kernel(const __grid_constant__ copy_batch b) {
         st_at(b.dst[t], idx / cols, idx % cols, ld_at(b.src[t], idx / cols, idx % cols));
 }
 
+/* A pair copy_many hands to copy (I32: copy keeps the index bookkeeping). */
+static bool copy_pair_i32(const dorac_tensor *dst, const dorac_tensor *src) {
+    return dst->type == DORAC_DTYPE_I32 || src->type == DORAC_DTYPE_I32;
+}
+
 extern "C" int CUDA_OP(copy_many)(dorac_backend *be, const dorac_tensor *const *dst,
                                   const dorac_tensor *const *src, size_t n) {
     /* I32 pairs go through copy, one by one (its index bookkeeping); the
     ** float ones are checked before anything runs */
     for (size_t i = 0; i < n; i++) {
-        if (!dst[i]->data || dst[i]->type == DORAC_DTYPE_I32 || src[i]->type == DORAC_DTYPE_I32) continue;
+        if (!dst[i]->data || copy_pair_i32(dst[i], src[i])) continue;
         DORAC_TRY(cuda_check_float(src[i], "copy_many", "src"));
         DORAC_TRY(cuda_check_shape(dst[i], src[i]->rows, src[i]->cols, "copy_many", "dst"));
     }
     for (size_t i = 0; i < n; i++)
-        if (dst[i]->data && (dst[i]->type == DORAC_DTYPE_I32 || src[i]->type == DORAC_DTYPE_I32))
+        if (dst[i]->data && copy_pair_i32(dst[i], src[i]))
             DORAC_TRY(CUDA_OP(copy)(be, dst[i], src[i]));
     size_t i = 0;
     while (i < n) {
@@ -220,8 +225,7 @@ extern "C" int CUDA_OP(copy_many)(dorac_backend *be, const dorac_tensor *const *
         int64_t most = 0;
         for (; i < n && nb < COPY_BATCH; i++) {
             const dorac_tensor *d = dst[i], *s = src[i];
-            if (!d->data || s->rows == 0 || s->cols == 0) continue;
-            if (d->type == DORAC_DTYPE_I32 || s->type == DORAC_DTYPE_I32) continue; /* done above */
+            if (!d->data || s->rows == 0 || s->cols == 0 || copy_pair_i32(d, s)) continue; /* I32: done above */
             b.dst[nb] = cuda_view_of(d), b.src[nb] = cuda_view_of(s), b.rows[nb] = s->rows, b.cols[nb] = s->cols;
             if (s->rows * s->cols > most) most = s->rows * s->cols;
             nb++;
