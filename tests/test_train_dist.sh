@@ -13,19 +13,25 @@ DORAC=${1:?usage: test_train_dist.sh path/to/dorac}
 TMP=$(mktemp -d /tmp/dorac-dist-XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 failures=0
+# DORAC_TEST_DEVICE=cuda runs the same checks on GPUs (each process on cuda:LOCAL_RANK;
+# tools/device/cuda_run.sh dist2), where the 1- vs 2-process curves agree only to
+# DORAC_TEST_TOL (bf16 activations; cuBLAS picks kernels by the rows a process has)
+DEV=${DORAC_TEST_DEVICE:-cpu}
+TOL=${DORAC_TEST_TOL:-2e-4}
 fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 unset RANK WORLD_SIZE LOCAL_RANK MASTER_ADDR MASTER_PORT OMPI_COMM_WORLD_RANK OMPI_COMM_WORLD_SIZE PMI_RANK PMI_SIZE
 
 BASE=(--model demo/base --data demo/data/jargon_train.jsonl --rank 4 --seq-len 64
-      --lr 1e-2 --steps 6 --warmup 0 --device cpu --threads 1 --log-every 1)
+      --lr 1e-2 --steps 6 --warmup 0 --device "$DEV" --threads 1 --log-every 1)
 COMMON=("${BASE[@]}" --method dora)
 losses() { sed -E 's/.*"loss": ([-0-9.e+]+).*/\1/' "$1/metrics.jsonl"; }
 # the metrics but the timings: what must be bit for bit the same
 record() { sed -E 's/, "tokens_per_s".*//' "$1/metrics.jsonl"; }
-# close A B NAME: the loss curves of runs A and B agree to 2e-4 (fp32 sums in another order)
+# close A B NAME: the loss curves of runs A and B agree to $TOL (fp32 sums in
+# another order; on a GPU also bf16 products whose tiling depends on the batch)
 close() {
   paste <(losses "$1") <(losses "$2") |
-    awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 2e-4 || NF != 2) bad = 1 } END { exit bad || NR != 6 }' ||
+    awk -v tol="$TOL" '{ d = $1 - $2; if (d < 0) d = -d; if (d > tol || NF != 2) bad = 1 } END { exit bad || NR != 6 }' ||
     fail "$3: $(losses "$1" | tr '\n' ' ') vs $(losses "$2" | tr '\n' ' ')"
 }
 # same A B NAME: runs A and B trained the same adapter and logged the same steps, bit for bit
@@ -51,8 +57,10 @@ grep -q "data parallel: 2 processes" "$TMP/two.log" || fail "rank 0 should say i
 paste <(losses "$TMP/one") <(losses "$TMP/two") >"$TMP/pairs"
 [ "$(wc -l <"$TMP/pairs")" = 6 ] || fail "expected 6 loss pairs: $(cat "$TMP/pairs")"
 # same sums in another order: fp32 rounding only
-awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 2e-4) { print "step " NR ": " $1 " vs " $2; bad = 1 } } END { exit bad }' \
+awk -v tol="$TOL" '{ d = $1 - $2; if (d < 0) d = -d; if (d > tol) { print "step " NR ": " $1 " vs " $2; bad = 1 } } END { exit bad }' \
   "$TMP/pairs" || fail "1 vs 2 processes: loss curves differ: $(cat "$TMP/pairs")"
+awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > m) m = d } END { printf "1 vs 2 processes (dora): largest loss difference %.3g\n", m }' \
+  "$TMP/pairs" >&2
 
 # the all-reduce overlaps the backward by default; after it, the same bits
 grep -q "gradient all-reduce overlapped with the backward" "$TMP/two.log" ||

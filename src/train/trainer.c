@@ -527,8 +527,11 @@ static int resume(trainer *t, const char *dir) {
 static int attach_method(trainer *t, const char *resume_dir) {
     const dorac_train_config *c = t->cfg;
     if (c->method == DORAC_METHOD_FULL) {
-        if (resume_dir) DORAC_TRY(dorac_model_load_weights(t->model, resume_dir));
-        return dorac_model_set_method(t->model, DORAC_METHOD_FULL, NULL, NULL, c->seed);
+        /* the method first: where the backend keeps frozen weights narrower
+        ** (CUDA: BF16), it gives every weight an F32 master copy, and the
+        ** checkpoint's F32 weights must land there, not pass through BF16 */
+        DORAC_TRY(dorac_model_set_method(t->model, DORAC_METHOD_FULL, NULL, NULL, c->seed));
+        return resume_dir ? dorac_model_load_weights(t->model, resume_dir) : DORAC_OK;
     }
     if (resume_dir) {
         DORAC_TRY(dorac_model_load_adapter(t->model, resume_dir));

@@ -7,7 +7,7 @@
 # Binaries are built here (no GPU needed to compile) and carried:
 #   bash tools/device/prepare.sh          # builds .devbin/, fills .deps/ and .devbench/
 #   device run: carry [.devbin, .devrt, .devbench], command:
-#     bash tools/device/cuda_run.sh check bench   (also: benchq, ratio, cli, dist, lowrank, ncu, ncu_detail, profile, scale, blocking)
+#     bash tools/device/cuda_run.sh check bench   (also: benchq, ratio, cli, dist, dist2, lowrank, ncu, ncu_detail, profile, scale, blocking)
 # Logs land in $OUT (check.log, ops.log, model.log, demo.log, bench.log, kernels_ncu.txt (ncu),
 # peft_bench.jsonl, dorac_bench.jsonl, and with `profile`
 # profile_<arch>.txt: where a DoRA step's wall time goes, from nsys).
@@ -144,11 +144,10 @@ if want bench; then
   done
 fi
 
-if want benchq; then
-  # dorac alone (no PEFT run), LoRA and DoRA on randomly initialised models
-  # of the same shapes (the configs peft_bench.py saves): for quick
-  # iterations; the recorded table comes from `bench`
-  echo "== dorac only, random-init models ==" | tee -a "$OUT/bench.log"
+# Random-init models of both benchmark shapes (the configs peft_bench.py
+# saves), in /tmp/rq_<arch>/model: one full fine-tuning step at lr 1e-9 from
+# --init random, saved in BF16.
+make_rq_models() {
   python3 - <<'PY'
 import json
 llama = dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=128256, hidden_size=2048,
@@ -162,15 +161,51 @@ json.dump(llama, open("/tmp/cfg_llama1b.json", "w"))
 json.dump(gpt2, open("/tmp/cfg_gpt2.json", "w"))
 PY
   make_bench_ids
-  [ -f "$OUT/dorac_bench.jsonl" ] || : > "$OUT/dorac_bench.jsonl"
   for spec in "${BENCH_SPECS[@]}"; do
     set -- $spec
-    # the base: one full fine-tuning step at lr 1e-9 from --init random, saved in BF16
+    [ -d /tmp/rq_$1/model ] && continue
     rm -rf /tmp/rq_$1
     $BIN/dorac train --init random --config /tmp/cfg_$1.json --method full --data /tmp/ids_$1.jsonl \
       --out /tmp/rq_$1 --steps 1 --lr 1e-9 --batch-size 1 --seq-len $3 --no-pack --long truncate \
       --save-dtype bf16 --device cuda > /tmp/rq_init.log 2>&1 || tail -3 /tmp/rq_init.log
+  done
+}
+
+if want benchq; then
+  # dorac alone (no PEFT run), LoRA and DoRA on randomly initialised models
+  # of the same shapes: for quick iterations; the recorded table comes from
+  # `bench`
+  echo "== dorac only, random-init models ==" | tee -a "$OUT/bench.log"
+  make_rq_models
+  [ -f "$OUT/dorac_bench.jsonl" ] || : > "$OUT/dorac_bench.jsonl"
+  for spec in "${BENCH_SPECS[@]}"; do
+    set -- $spec
     for method in lora dora; do bench_one $1 $method $2 $3 $4 --model /tmp/rq_$1/model; done
+  done
+fi
+
+if want dist2; then
+  # two GPUs (nvidia-h200-x2), NCCL between two processes (dist2.log):
+  # the CPU data-parallel checks (tests/test_train_dist.sh, test_train_zero.sh)
+  # on the GPUs, where 1 and 2 processes agree to bf16 tolerance (the loss
+  # to 2e-2: see docs/PERF.md's data-parallel section) and everything else
+  # (overlap on/off, resume, ZeRO-1 sharded vs replicated) bit for bit; then
+  # the Llama-1B shape's tokens/s on 1 and 2 GPUs, B=4 a GPU (dist2.jsonl)
+  {
+    nvidia-smi -L
+    DORAC_TEST_DEVICE=cuda DORAC_TEST_TOL=${DIST_TOL:-2e-2} timeout 300 bash tests/test_train_dist.sh $BIN/dorac
+    echo "test_train_dist.sh on 2 GPUs rc=$?"
+    DORAC_TEST_DEVICE=cuda DORAC_TEST_TOL=${DIST_TOL:-2e-2} timeout 300 bash tests/test_train_zero.sh $BIN/dorac
+    echo "test_train_zero.sh on 2 GPUs rc=$?"
+  } > "$OUT/dist2.log" 2>&1
+  cat "$OUT/dist2.log"
+  make_rq_models > /dev/null
+  [ -f "$OUT/dorac_bench.jsonl" ] || : > "$OUT/dorac_bench.jsonl"
+  for method in ${DIST_METHODS:-dora lora}; do
+    for n in 1 2; do
+      bench_one llama1b $method 4 2048 all-linear --model /tmp/rq_llama1b/model --nproc-per-node $n > /dev/null
+      tail -n 1 "$OUT/dorac_bench.jsonl" | sed "s/^{/{\"gpus\": $n, /" | tee -a "$OUT/dist2.jsonl"
+    done
   done
 fi
 
