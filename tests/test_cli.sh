@@ -32,13 +32,19 @@ expect_error() {
 json_field() { sed -E "s/.*\"$2\": ([-0-9.e+]+).*/\1/" "$1"; }
 
 near() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= t) }'; }
+# The loss tolerances: fp32 (the CPU) by default. DORAC_TEST_BF16=1 (tools/device/cuda_run.sh
+# shell, where --device auto picks the GPU): BF16 weights and activations round each value to
+# 8 significant bits (2^-9 relative), and a merged model's weights are rounded once more, so
+# losses agree to 1e-3 of their size (seen on the H200: 7e-5 against transformers, 1.6e-4
+# merged against adapter)
+if [ "${DORAC_TEST_BF16:-0}" = 1 ]; then TOL_REF=4e-3 TOL_MERGE=4e-3; else TOL_REF=1e-4 TOL_MERGE=1e-5; fi
 
 # ---- eval matches transformers' loss (fixtures/models/*/expected.safetensors: base.loss) ----
 want_llama=3.991938   # llama-gqa base.loss, tests/fixtures/models/manifest.json
 checks=$((checks + 1))
 "$DORAC" eval --model $FIX/llama-gqa --data $FIX/eval.jsonl --json >"$TMP/eval.json" 2>"$TMP/err" || fail "eval: $(cat "$TMP/err")"
 got=$(json_field "$TMP/eval.json" loss)
-near "$got" "$want_llama" 1e-4 || fail "eval loss $got, transformers says $want_llama"
+near "$got" "$want_llama" $TOL_REF || fail "eval loss $got, transformers says $want_llama"
 grep -q '"tokens": 42' "$TMP/eval.json" || fail "eval should count 42 target tokens: $(cat "$TMP/eval.json")"
 
 # ---- merge -> eval equals adapter -> eval ----
@@ -46,7 +52,7 @@ checks=$((checks + 1))
 "$DORAC" eval --model $FIX/gpt2 --adapter $FIX/gpt2/adapters/dora --data $FIX/eval.jsonl --json >"$TMP/a.json" 2>"$TMP/err" || fail "eval adapter: $(cat "$TMP/err")"
 "$DORAC" merge --model $FIX/gpt2 --adapter $FIX/gpt2/adapters/dora --out "$TMP/merged" 2>"$TMP/err" || fail "merge: $(cat "$TMP/err")"
 "$DORAC" eval --model "$TMP/merged" --data $FIX/eval.jsonl --json >"$TMP/m.json" 2>"$TMP/err" || fail "eval merged: $(cat "$TMP/err")"
-near "$(json_field "$TMP/a.json" loss)" "$(json_field "$TMP/m.json" loss)" 1e-5 || fail "merged eval $(cat "$TMP/m.json") != adapter eval $(cat "$TMP/a.json")"
+near "$(json_field "$TMP/a.json" loss)" "$(json_field "$TMP/m.json" loss)" $TOL_MERGE || fail "merged eval $(cat "$TMP/m.json") != adapter eval $(cat "$TMP/a.json")"
 for f in config.json tokenizer.json model.safetensors; do [ -f "$TMP/merged/$f" ] || fail "merged folder lacks $f"; done
 "$DORAC" merge --model $FIX/llama-gqa --adapter $FIX/llama-gqa/adapters/lora --out "$TMP/bf16" --dtype bf16 2>/dev/null || fail "merge --dtype bf16"
 "$DORAC" eval --model "$TMP/bf16" --data $FIX/eval.jsonl --json >"$TMP/b.json" 2>/dev/null || fail "eval bf16 merged"

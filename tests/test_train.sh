@@ -43,7 +43,10 @@ done
 "$DORAC" eval --model "$MODEL" --adapter "$TMP/ref/adapter" --data "$EVAL" --json >"$TMP/a.json" 2>/dev/null || fail "eval adapter"
 "$DORAC" eval --model "$TMP/ref/merged" --data "$EVAL" --json >"$TMP/m.json" 2>/dev/null || fail "eval merged"
 la=$(sed -E 's/.*"loss": ([^,]+),.*/\1/' "$TMP/a.json"); lm=$(sed -E 's/.*"loss": ([^,]+),.*/\1/' "$TMP/m.json")
-awk -v a="$la" -v b="$lm" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < 1e-5 * a) }' || fail "merged eval $lm != adapter eval $la"
+# relative 1e-5 in fp32; DORAC_TEST_BF16=1 (the GPU: BF16 weights and activations, merged
+# weights rounded once more; test_cli.sh says more) 1e-3
+awk -v a="$la" -v b="$lm" -v t="$([ "${DORAC_TEST_BF16:-0}" = 1 ] && echo 1e-3 || echo 1e-5)" \
+  'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d < t * a) }' || fail "merged eval $lm != adapter eval $la"
 grep -q "eval loss" "$TMP/ref.out" || fail "the summary should report eval loss before and after"
 
 # ---- 1b. same settings again: bit-identical (determinism) ----

@@ -7,7 +7,7 @@
 # Binaries are built here (no GPU needed to compile) and carried:
 #   bash tools/device/prepare.sh          # builds .devbin/, fills .deps/ and .devbench/
 #   device run: carry [.devbin, .devrt, .devbench], command:
-#     bash tools/device/cuda_run.sh check bench   (also: benchq, ratio, cli, dist, dist2, lowrank, ncu, ncu_detail, profile, scale, blocking)
+#     bash tools/device/cuda_run.sh check bench   (also: shell, benchq, ratio, cli, dist, dist2, probe, clocks, lowrank, ncu, ncu_detail, profile, scale, blocking)
 # Logs land in $OUT (check.log, ops.log, model.log, demo.log, bench.log, kernels_ncu.txt (ncu),
 # peft_bench.jsonl, dorac_bench.jsonl, and with `profile`
 # profile_<arch>.txt: where a DoRA step's wall time goes, from nsys).
@@ -49,6 +49,21 @@ if want check; then
   tail -n 14 "$OUT/demo.log"
 fi
 
+if want shell; then
+  # the end-to-end shell tests (tests/test_*.sh) with the CUDA build: their
+  # runs take --device auto, i.e. this GPU, unless a test names one, so
+  # losses compare at BF16's tolerance (DORAC_TEST_BF16; shell.log, and each
+  # failing test's last lines)
+  : > "$OUT/shell.log"
+  for t in tests/test_*.sh; do
+    name=$(basename $t .sh)
+    DORAC_TEST_BF16=1 timeout 300 bash $t $BIN/dorac > /tmp/$name.log 2>&1
+    rc=$?
+    echo "$name rc=$rc: $(tail -n 1 /tmp/$name.log)" | tee -a "$OUT/shell.log"
+    [ $rc = 0 ] || tail -n 25 /tmp/$name.log | sed 's/^/    /' >> "$OUT/shell.log"
+  done
+fi
+
 if want cli; then
   # every subcommand that takes --device, on both backends (results in cli.log)
   F=tests/fixtures/models
@@ -83,7 +98,7 @@ if want dist; then
   cat "$OUT/dist.log"
 fi
 
-# One dorac training run of the benchmark: 12 steps, a JSON line (median
+# One dorac training run of the benchmark: 12 steps (BENCH_STEPS), a JSON line (median
 # tokens/s over steps 4-12, peak memory) appended to dorac_bench.jsonl.
 # Args: arch method B T targets, then how to get the model (--model DIR, or
 # --init random --config FILE).
@@ -94,7 +109,7 @@ bench_one() {
   [ $method = full ] && extra=""
   rm -rf /tmp/run
   timeout 150 $BIN/dorac train "$@" --data /tmp/ids_$arch.jsonl --out /tmp/run \
-    --method $method $extra --batch-size $B --seq-len $T --no-pack --long truncate --steps 12 --warmup 0 \
+    --method $method $extra --batch-size $B --seq-len $T --no-pack --long truncate --steps ${BENCH_STEPS:-12} --warmup 0 \
     --lr 1e-4 --device cuda --log-every 1 > /tmp/train.log 2>&1
   local rc=$?
   python3 - "$arch" "$method" "$B" "$T" "$rc" >> "$OUT/dorac_bench.jsonl" <<'PY'
@@ -201,7 +216,8 @@ if want dist2; then
   cat "$OUT/dist2.log"
   make_rq_models > /dev/null
   [ -f "$OUT/dorac_bench.jsonl" ] || : > "$OUT/dorac_bench.jsonl"
-  for method in ${DIST_METHODS:-dora lora}; do
+  for method in ${DIST_METHODS:-dora lora}; do  # DIST_METHODS=none: the checks alone
+    [ $method = none ] && continue
     for n in 1 2; do
       bench_one llama1b $method 4 2048 all-linear --model /tmp/rq_llama1b/model --nproc-per-node $n > /dev/null
       tail -n 1 "$OUT/dorac_bench.jsonl" | sed "s/^{/{\"gpus\": $n, /" | tee -a "$OUT/dist2.jsonl"
@@ -276,13 +292,13 @@ fi
 if want ratio; then
   # the DoRA/LoRA step ratio, which one benchmark run measures only to about
   # +-2% (docs/PERF.md, eleventh run): LoRA and DoRA alternated RATIO_REPS
-  # times (default 3) on the models `bench` or `benchq` made, each the
+  # times (default 3) on the models `bench` made (or random-init ones), each the
   # median of its steps 4-12; the mean ratio at the end (ratio.jsonl)
   for spec in "${BENCH_SPECS[@]}"; do
     set -- $spec
     case " ${RATIO_ARCHS:-llama1b} " in *" $1 "*) ;; *) continue ;; esac
-    model=/tmp/models/$1; [ -d $model ] || model=/tmp/rq_$1/model
-    [ -d $model ] || { echo "ratio: no $1 model (run bench or benchq first)"; continue; }
+    model=/tmp/models/$1; [ -d $model ] || { make_rq_models > /dev/null; model=/tmp/rq_$1/model; }
+    [ -d $model ] || { echo "ratio: no $1 model"; continue; }
     for rep in $(seq 1 "${RATIO_REPS:-3}"); do
       for method in lora dora; do
         OUT_SAVE=$OUT; OUT=/tmp/ratio_out; mkdir -p $OUT; : > $OUT/dorac_bench.jsonl
@@ -303,6 +319,42 @@ if ratios:
           + f", mean {sum(ratios) / len(ratios):.3f}")
 PY
   done
+fi
+
+if want probe; then
+  # whether cuBLASLt folds the adapter's forward pass into the frozen GEMM
+  # (bench/probe_lt_epilogue.cu: alpha vector, bias, GELU epilogues on BF16)
+  timeout 120 $BIN/probe_lt_epilogue 2>&1 | tee "$OUT/probe.log"
+fi
+
+if want clocks; then
+  # the SM clock and power while the Llama-1B shape trains with DoRA
+  # (clocks.csv, sampled every 200 ms; CLOCK_STEPS steps, default 48):
+  # ncu's per-kernel times (profile) run at the idle GPU's clocks, the
+  # benchmark at the loaded GPU's
+  model=/tmp/models/llama1b; [ -d $model ] || { make_rq_models > /dev/null; model=/tmp/rq_llama1b/model; }
+  nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv,noheader \
+    -lms 200 > "$OUT/clocks.csv" 2>&1 &
+  smi=$!
+  BENCH_STEPS=${CLOCK_STEPS:-48} bench_one llama1b dora 4 2048 all-linear --model $model > /dev/null
+  kill $smi 2>/dev/null; wait $smi 2>/dev/null
+  tail -n 1 "$OUT/dorac_bench.jsonl" | sed 's/^{/{"clocks": 1, /' | tee -a "$OUT/bench.log"
+  python3 - "$OUT/clocks.csv" <<'PY' | tee -a "$OUT/bench.log"
+import sys
+rows = []
+for line in open(sys.argv[1]):
+    f = [x.strip() for x in line.split(",")]
+    try: rows.append((float(f[1].split()[0]), float(f[2].split()[0]), float(f[3].split()[0]), float(f[4])))
+    except (ValueError, IndexError): pass
+busy = [r for r in rows if r[2] > 300]  # samples under load (W)
+if busy:
+    sm = sorted(r[0] for r in busy); pw = sorted(r[2] for r in busy)
+    print(f"clocks under load ({len(busy)} of {len(rows)} samples): SM MHz median {sm[len(sm)//2]:.0f} "
+          f"(min {sm[0]:.0f}, max {sm[-1]:.0f}; max clock {busy[0][1]:.0f}), power W median {pw[len(pw)//2]:.0f} "
+          f"(max {pw[-1]:.0f}), temperature max {max(r[3] for r in busy):.0f} C")
+else:
+    print(f"clocks: no sample under load among {len(rows)}")
+PY
 fi
 
 if want scale; then
@@ -337,8 +389,8 @@ if want profile; then
   for spec in "${BENCH_SPECS[@]}"; do
     set -- $spec
     case " ${PROFILE_ARCHS:-gpt2 llama1b} " in *" $1 "*) ;; *) continue ;; esac  # PROFILE_ARCHS: which shapes
-    model=/tmp/models/$1; [ -d $model ] || model=/tmp/rq_$1/model
-    [ -d $model ] || { echo "profile: no $1 model (run bench or benchq first)"; continue; }
+    model=/tmp/models/$1; [ -d $model ] || { make_rq_models > /dev/null; model=/tmp/rq_$1/model; }
+    [ -d $model ] || { echo "profile: no $1 model"; continue; }
     for method in ${PROFILE_METHODS:-dora}; do  # PROFILE_METHODS: e.g. "dora lora"
     sfx=$([ $method = dora ] || echo _$method)
     run_args=(train --model $model --data /tmp/ids_$1.jsonl --out /tmp/run --method $method --rank 16 --alpha 32
