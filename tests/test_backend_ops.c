@@ -84,7 +84,7 @@
 
 /* Every entry of the struct has a case below. If this fires, an entry was
 ** added to backend.h: add its test case here, then the count. */
-_Static_assert((sizeof(dorac_backend) - offsetof(dorac_backend, destroy)) / sizeof(void (*)(void)) == 48,
+_Static_assert((sizeof(dorac_backend) - offsetof(dorac_backend, destroy)) / sizeof(void (*)(void)) == 47,
                "dorac_backend gained or lost an entry: update test_backend_ops.c");
 
 /* ---------------------------------------------------------------------- */
@@ -778,39 +778,6 @@ static void lora_up_scale_cases(dorac_backend *cpu, dorac_backend *dev) {
             add(&c, with_scale ? input("scale", ROLE_PARAM, 1, c.C, 0.5, 1.5) : absent("scale", ROLE_PARAM));
             add(&c, with_bias ? input("bias", ROLE_WEIGHT, 1, c.C, -1, 1) : absent("bias", ROLE_WEIGHT));
             c.determinism = ri == 2 && v == 2;
-            run_case(cpu, dev, &c);
-        }
-}
-
-/* Wc (R, K + 8) at column off (0: rows 16-byte aligned where the device
-** wants them; 1: not), K = C + rank + pad + 1; W (R, C + 8) at column off;
-** B (R, rank); g, bias (1, R) or absent. Through dorac_concat_weight: the
-** CPU runs the slow twin (scale_rows or copy and axpby, fill, copy). Wc
-** starts NaN: every column must be written, the zeros too. */
-static int run_concat_weight(dorac_backend *be, const dorac_tensor *t, const op_case *c) {
-    dorac_tensor Wc = cols_of(&t[0], c->off, c->K), W = cols_of(&t[1], c->off, c->C);
-    return dorac_concat_weight(be, &Wc, &W, &t[2], &t[3], c->scale, &t[4]);
-}
-
-static void concat_weight_cases(dorac_backend *cpu, dorac_backend *dev) {
-    /* (rows, in, rank, pad): the Llama-1B k/v shape scaled down, odd widths, rank 0 */
-    static const int64_t shapes[][4] = {{512, 2048, 16, 7}, {300, 136, 8, 0}, {37, 45, 5, 2}, {64, 64, 0, 7}};
-    for (int si = 0; si < 4; si++)
-        for (int v = 0; v < 4; v++) {
-            bool with_g = v & 1, with_bias = v & 2;
-            op_case c = new_case("concat_weight", run_concat_weight);
-            c.R = shapes[si][0], c.C = shapes[si][1], c.rank = shapes[si][2];
-            c.K = c.C + c.rank + shapes[si][3] + 1, c.scale = 2.0, c.off = si == 2 ? 1 : 0;
-            snprintf(c.shape, sizeof c.shape, "W(%lld,%lld)+%lld r%lld K%lld g %s bias %s", (long long)c.R,
-                     (long long)c.C, (long long)c.off, (long long)c.rank, (long long)c.K, with_g ? "yes" : "no",
-                     with_bias ? "yes" : "no");
-            add(&c, output("Wc", ROLE_WEIGHT, c.R, c.K + 8, c.off, c.K, CLS_ELEM, true));
-            add(&c, input("W", ROLE_WEIGHT, c.R, c.C + 8, -1, 1));
-            add(&c, input("B", ROLE_PARAM, c.R, c.rank, -0.2, 0.2));
-            add(&c, with_g ? input("g", ROLE_PARAM, 1, c.R, 0.5, 1.5) : absent("g", ROLE_PARAM));
-            add(&c, with_bias ? input("bias", ROLE_WEIGHT, 1, c.R, -1, 1) : absent("bias", ROLE_WEIGHT));
-            c.determinism = si == 0 && v == 3;
-            c.zero_pattern = true; /* the padding columns are exactly 0 on both */
             run_case(cpu, dev, &c);
         }
 }
@@ -1728,7 +1695,7 @@ static void check_entries(dorac_backend *dev) {
     for (size_t i = 0; i < n; i++)
         if (!entries[i].set) note("backend", entries[i].name, "entry is NULL", false);
     char msg[240];
-    snprintf(msg, sizeof msg, "%zu entries checked (+ the optional synchronize, gemm_many, fill_many, copy_many, rope_copy, lora_up_scale, concat_weight, sum_squares_many, adamw_many, dora_norm_many, swiglu/gelu_backward_dora)", n);
+    snprintf(msg, sizeof msg, "%zu entries checked (+ the optional synchronize, gemm_many, fill_many, copy_many, rope_copy, lora_up_scale, sum_squares_many, adamw_many, dora_norm_many, swiglu/gelu_backward_dora)", n);
     note("backend", dev->name, msg, true);
 }
 
@@ -2269,7 +2236,6 @@ int main(int argc, char **argv) {
     col_sum_cases(cpu, dev);
     scale_cols_cases(cpu, dev);
     lora_up_scale_cases(cpu, dev);
-    concat_weight_cases(cpu, dev);
     activation_dora_cases(cpu, dev);
     scale_rows_cases(cpu, dev);
     dropout_cases(cpu, dev);

@@ -15,9 +15,6 @@
 ** Where the wide path must run (no dropout, detached norm) A itself is NaN
 ** during the backward, which only the plain path reads; every case runs
 ** with dx overwritten and with dx accumulated into.
-**
-** And the forward with the adapter in the base GEMM
-** (dorac_linear_forward_wide) against the plain forward (check_forward_wide).
 */
 #include <math.h>
 #include <string.h>
@@ -153,84 +150,6 @@ static void run_wide(dorac_backend *be, const fixture_case *c, bool acc, results
     fixture_free(&f);
 }
 
-/* The forward with the adapter in the base GEMM (dorac_linear_forward_wide)
-** against the fixture's dorac_linear_forward: the same y and u to fp32
-** rounding. x_wide has XS spare columns: u's r, then STALE (finite junk
-** that Wc's zeros must cancel; the contract asks only for finite values),
-** then the column of ones. Afterwards u sits in x_wide's columns [in, in +
-** r) and nothing past them moved. Then the refusals. */
-enum { XS = 32 };
-static const double STALE = 5.0;
-
-static void check_forward_wide(dorac_backend *be, const fixture_case *c) {
-    fixture f;
-    CHECK_OK(fixture_init(&f, be, c));
-    CHECK_OK(fixture_forward(&f));
-    const int64_t in = c->in, out_ = c->out, N = c->N, r = c->rank, K = in + XS;
-    size_t ny = (size_t)(N * out_), nu = (size_t)(N * r);
-    double *y_plain = fixture_get(&f, &f.ty), *u_plain = fixture_get(&f, &f.tu);
-    CHECK_OK(be->fill(be, &f.ty, NAN));
-    CHECK_OK(be->fill(be, &f.tu, NAN));
-
-    dorac_tensor xw, Wc;
-    CHECK_OK(dorac_tensor_alloc(be, &xw, be->act_type, N, K, "x wide"));
-    CHECK_OK(dorac_tensor_alloc(be, &Wc, be->weight_type, 1, out_ * K, "Wc scratch"));
-    CHECK_OK(be->fill(be, &Wc, NAN)); /* overwritten, every element */
-    double *h = malloc((size_t)(N * K) * sizeof *h);
-    for (int64_t i = 0; i < N; i++)
-        for (int64_t j = 0; j < K; j++)
-            h[i * K + j] = j < in ? f.x[i * in + j] : j == K - 1 ? 1.0 : STALE;
-    CHECK_OK(be->upload(be, &xw, h, DORAC_DTYPE_F64));
-    CHECK_OK(dorac_linear_forward_wide(&f.L, &f.ty, &f.tu, &xw, &Wc, 1234, true));
-    double *y = fixture_get(&f, &f.ty), *u = fixture_get(&f, &f.tu);
-    double ey = rel_err(y, y_plain, ny), eu = rel_err(u, u_plain, nu);
-    printf("%-24s forward wide: y %.1e u %.1e\n", c->name, ey, eu);
-    CHECK_LE(ey, 2e-6);
-    CHECK_LE(eu, 1e-6);
-
-    CHECK_OK(be->download(be, h, DORAC_DTYPE_F64, &xw));
-    size_t moved = 0, u_off = 0;
-    for (int64_t i = 0; i < N; i++)
-        for (int64_t j = 0; j < K; j++) {
-            double v = h[i * K + j];
-            if (j < in) moved += v != (double)(float)f.x[i * in + j]; /* as uploaded: the CPU's fp32 */
-            else if (j < in + r) u_off += v != u[i * r + (j - in)];
-            else moved += v != (j == K - 1 ? 1.0 : STALE);
-        }
-    CHECK(moved == 0);
-    CHECK(u_off == 0);
-
-    /* refusals: too few columns for u and the ones; a scratch too small */
-    dorac_tensor narrow = xw;
-    narrow.cols = in + r;
-    CHECK(dorac_linear_forward_wide(&f.L, &f.ty, &f.tu, &narrow, &Wc, 1234, false) == DORAC_E_INVALID &&
-          strstr(dorac_last_error(), "columns"));
-    dorac_error_clear();
-    dorac_tensor small = Wc;
-    small.cols = out_ * K - 1;
-    CHECK(dorac_linear_forward_wide(&f.L, &f.ty, &f.tu, &xw, &small, 1234, false) == DORAC_E_INVALID &&
-          strstr(dorac_last_error(), "scratch"));
-    dorac_error_clear();
-    free(h), free(y), free(u), free(y_plain), free(u_plain);
-    dorac_tensor_free(be, &xw), dorac_tensor_free(be, &Wc);
-    fixture_free(&f);
-}
-
-/* A frozen layer has no adapter to put in the GEMM: refused. */
-static void check_forward_wide_frozen(dorac_backend *be) {
-    fixture_case c = {"frozen", DORAC_METHOD_FROZEN, 16, 8, 4, 0, false, 0, 0, false, false};
-    fixture f;
-    CHECK_OK(fixture_init(&f, be, &c));
-    dorac_tensor xw, Wc;
-    CHECK_OK(dorac_tensor_alloc(be, &xw, be->act_type, c.N, c.in + 8, "x wide"));
-    CHECK_OK(dorac_tensor_alloc(be, &Wc, be->weight_type, c.out, c.in + 8, "Wc"));
-    CHECK(dorac_linear_forward_wide(&f.L, &f.ty, NULL, &xw, &Wc, 1, false) == DORAC_E_INVALID &&
-          strstr(dorac_last_error(), "adapter"));
-    dorac_error_clear();
-    dorac_tensor_free(be, &xw), dorac_tensor_free(be, &Wc);
-    fixture_free(&f);
-}
-
 int main(void) {
     dorac_backend *be = dorac_backend_cpu_create((dorac_cpu_params){.n_threads = 2});
     /* name, method, in, out, N, rank, bias, norm_grad, dropout, rslora, dz_in_place */
@@ -263,18 +182,6 @@ int main(void) {
         CHECK_LE(worst, 2e-6);
         results_free(&a), results_free(&b);
     }
-    /* the wide forward: LoRA and DoRA, with and without bias and dropout,
-    ** rslora, ranks 1 to 16 */
-    const fixture_case fw[] = {
-        {"fw lora", DORAC_METHOD_LORA, 72, 56, 300, 8, false, 0, 0, false, false},
-        {"fw lora bias rank 3", DORAC_METHOD_LORA, 40, 64, 90, 3, true, 0, 0, false, false},
-        {"fw dora", DORAC_METHOD_DORA, 72, 56, 300, 16, false, DORAC_NORM_GRAD_DETACH, 0, false, false},
-        {"fw dora bias rslora", DORAC_METHOD_DORA, 48, 40, 70, 1, true, DORAC_NORM_GRAD_EXACT, 0, true, false},
-        {"fw dora bias dropout", DORAC_METHOD_DORA, 64, 48, 120, 8, true, DORAC_NORM_GRAD_DETACH, 0.2, false, false},
-        {"fw lora dropout", DORAC_METHOD_LORA, 64, 48, 120, 8, false, 0, 0.2, false, false},
-    };
-    for (size_t i = 0; i < sizeof fw / sizeof fw[0]; i++) check_forward_wide(be, &fw[i]);
-    check_forward_wide_frozen(be);
     be->destroy(be);
     return test_report();
 }

@@ -291,44 +291,6 @@ int dorac_linear_forward_ex(dorac_linear *L, const dorac_tensor *y, const dorac_
     return be->scale_cols_add_bias(be, y, g, &L->t.bias);
 }
 
-int dorac_linear_forward_wide(dorac_linear *L, const dorac_tensor *y, const dorac_tensor *u,
-                              const dorac_tensor *x_wide, const dorac_tensor *Wc_scratch, uint64_t dropout_seed,
-                              bool update_norm) {
-    dorac_backend *be = L->be;
-    const int64_t N = x_wide->rows, K = x_wide->cols, in = L->in, out = L->out, r = L->cfg.rank;
-    if (!dorac_linear_has_adapter(L) || r < 1)
-        return dorac_error(DORAC_E_INVALID, "linear: the wide forward needs a LoRA/DoRA adapter of rank >= 1");
-    if (K < in + r + 1)
-        return dorac_error(DORAC_E_INVALID, "linear: the wide input has %lld columns, the layer needs at least %lld",
-                           (long long)K, (long long)(in + r + 1));
-    if (Wc_scratch->type != L->t.W.type || !Wc_scratch->data || Wc_scratch->rows * Wc_scratch->cols < out * K)
-        return dorac_error(DORAC_E_INVALID, "linear: the wide forward's weight scratch holds fewer than %lld x %lld %s",
-                           (long long)out, (long long)K, dorac_dtype_name(L->t.W.type));
-    dorac_tensor x = *x_wide, u_cols = *x_wide;
-    x.cols = in;
-    u_cols.data = (char *)x_wide->data + (size_t)in * dorac_dtype_size(x_wide->type), u_cols.cols = r;
-    DORAC_TRY(check_activation(L, x_wide, N, K, "x"));
-    DORAC_TRY(check_activation(L, y, N, out, "y"));
-    if (update_norm) DORAC_TRY(dorac_linear_prepare(&L, 1));
-
-    dorac_tensor u_scratch = dorac_tensor_none(be->act_type);
-    const dorac_tensor *u_use = u;
-    if (!u || !u->data) {
-        DORAC_TRY(dorac_tensor_alloc(be, &u_scratch, be->act_type, N, r, "u scratch"));
-        u_use = &u_scratch;
-    }
-    /* u = drop(x) A^T, then beside x; Wc = [g W0 | s g B | 0 | b]; one GEMM */
-    dorac_tensor Wc = dorac_tensor_view(Wc_scratch->data, Wc_scratch->type, out, K);
-    int rc = check_activation(L, u_use, N, r, "u");
-    if (!rc) rc = adapter_input_forward(L, u_use, &x, dropout_seed);
-    if (!rc) rc = be->copy(be, &u_cols, u_use);
-    if (!rc) rc = dorac_concat_weight(be, &Wc, &L->t.W, &L->t.B, L->cfg.method == DORAC_METHOD_DORA ? &L->g : NULL,
-                                      L->scale, &L->t.bias);
-    if (!rc) rc = be->gemm(be, y, x_wide, false, &Wc, true, 1.0, 0.0);
-    dorac_tensor_free(be, &u_scratch);
-    return rc;
-}
-
 /* ---------------------------------------------------------------------- */
 /* backward                                                               */
 /* ---------------------------------------------------------------------- */

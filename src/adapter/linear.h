@@ -145,22 +145,6 @@ int dorac_linear_forward(dorac_linear *L, const dorac_tensor *y, const dorac_ten
 int dorac_linear_forward_ex(dorac_linear *L, const dorac_tensor *y, const dorac_tensor *u,
                             const dorac_tensor *x, uint64_t dropout_seed, bool update_norm);
 
-/* The same y and u as dorac_linear_forward_ex, with the adapter's
-** up-projection, DoRA's scale g and the bias inside the frozen GEMM's inner
-** dimension instead of a pass over y of their own:
-**     y = [x | u | 0 | 1] Wc^T,   Wc = [diag(g) W0 | s diag(g) B | 0 | b]
-** x_wide (N,K) is x with K - in more columns in each row (x = its first
-** in columns); the caller keeps its column K-1 at 1 and columns
-** [in + r, K-1) finite (zero), and this call writes u into columns
-** [in, in + r). Wc_scratch is a weight-type tensor of at least out * K
-** elements, overwritten. Needs a LoRA/DoRA layer with r >= 1 and
-** K >= in + r + 1 (else DORAC_E_INVALID); dropout as in the forward.
-** Rounding differs from dorac_linear_forward_ex's (g and s meet the
-** weights before the product, not its result), nothing else. */
-int dorac_linear_forward_wide(dorac_linear *L, const dorac_tensor *y, const dorac_tensor *u,
-                              const dorac_tensor *x_wide, const dorac_tensor *Wc_scratch, uint64_t dropout_seed,
-                              bool update_norm);
-
 /* Gradients. dy (N,out); x, y, u as given to and produced by the forward
 ** just before. dx (N,in) is overwritten, or added to when accumulate_dx, or
 ** skipped when absent. Parameter gradients are added to.

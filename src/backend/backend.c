@@ -169,46 +169,6 @@ int dorac_lora_up_scale(dorac_backend *be, const dorac_tensor *Y, const dorac_te
     return be->scale_cols_add_bias(be, Y, scale, bias);
 }
 
-static bool present(const dorac_tensor *t) { return t && t->data; }
-
-int dorac_concat_weight(dorac_backend *be, const dorac_tensor *Wc, const dorac_tensor *W, const dorac_tensor *B,
-                        const dorac_tensor *g, double s, const dorac_tensor *bias) {
-    static const char op[] = "concat_weight";
-    DORAC_TRY(dorac_check_view(W, op, "W"));
-    DORAC_TRY(dorac_check_view(B, op, "B"));
-    DORAC_TRY(dorac_check_view(Wc, op, "Wc"));
-    int64_t out = W->rows, in = W->cols, r = B->cols, K = Wc->cols;
-    DORAC_TRY(dorac_check_dims(B, out, r, op, "B"));
-    if (Wc->rows != out || r < 0 || in > INT64_MAX - r - 1 || K < in + r + 1)
-        return dorac_error(DORAC_E_INVALID, "%s: Wc is (%lld, %lld), expected %lld rows and at least %lld columns", op,
-                           (long long)Wc->rows, (long long)K, (long long)out, (long long)(in + r + 1));
-    if (Wc->type != W->type)
-        return dorac_error(DORAC_E_INVALID, "%s: Wc is %s, W %s", op, dorac_dtype_name(Wc->type),
-                           dorac_dtype_name(W->type));
-    if (present(g)) DORAC_TRY(dorac_check_dims(g, 1, out, op, "g"));
-    if (present(bias)) DORAC_TRY(dorac_check_dims(bias, 1, out, op, "bias"));
-    if (be->concat_weight) return be->concat_weight(be, Wc, W, B, g, s, bias);
-    if (out == 0) return DORAC_OK;
-    dorac_tensor cw = *Wc, cb = *Wc, cz = *Wc, cl = *Wc;
-    size_t es = dorac_dtype_size(Wc->type);
-    cw.cols = in;
-    cb.data = (char *)Wc->data + (size_t)in * es, cb.cols = r;
-    cz.data = (char *)Wc->data + (size_t)(in + r) * es, cz.cols = K - 1 - in - r;
-    cl.data = (char *)Wc->data + (size_t)(K - 1) * es, cl.cols = 1;
-    if (present(g)) {
-        if (in) DORAC_TRY(be->scale_rows(be, &cw, W, g, 1.0, 0.0));
-        if (r) DORAC_TRY(be->scale_rows(be, &cb, B, g, s, 0.0));
-    } else {
-        if (in) DORAC_TRY(be->copy(be, &cw, W));
-        if (r) DORAC_TRY(be->axpby(be, &cb, B, s, 0.0));
-    }
-    if (cz.cols) DORAC_TRY(be->fill(be, &cz, 0.0));
-    if (!present(bias)) return be->fill(be, &cl, 0.0);
-    dorac_tensor column = *bias; /* (1,out) as (out,1) */
-    column.rows = out, column.cols = 1, column.ld = 1;
-    return be->copy(be, &cl, &column);
-}
-
 int dorac_swiglu_backward_dora(dorac_backend *be, const dorac_tensor *dgate, const dorac_tensor *dup,
                                const dorac_tensor *dout, const dorac_tensor *gate,
                                const dorac_tensor *up, const dorac_dora_epilogue *egate,

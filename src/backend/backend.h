@@ -203,19 +203,6 @@ struct dorac_backend {
     int (*lora_up_scale)(dorac_backend *be, const dorac_tensor *Y, const dorac_tensor *U,
                          const dorac_tensor *B, double s, const dorac_tensor *scale,
                          const dorac_tensor *bias);
-    /* (optional) The weight of a LoRA/DoRA linear's forward as one GEMM
-    ** whose inner size has grown past `in` (dorac_linear_forward_wide):
-    ** Wc (out,K) <- [diag(g) W | s diag(g) B | 0 | bias], column by column
-    **   Wc[o,j] = g[o] W[o,j]             j < in
-    **             s g[o] B[o,j-in]        in <= j < in + r
-    **             bias[o]                 j = K - 1
-    **             0                       in + r <= j < K - 1
-    ** W (out,in) and Wc in one float type, B (out,r), g, bias (1,out); g
-    ** and bias may be absent (NULL or no data: 1 and 0); K >= in + r + 1.
-    ** NULL: callers use dorac_concat_weight, whose slow twin is scale_rows
-    ** (or copy and axpby without g), fill and copy. */
-    int (*concat_weight)(dorac_backend *be, const dorac_tensor *Wc, const dorac_tensor *W,
-                         const dorac_tensor *B, const dorac_tensor *g, double s, const dorac_tensor *bias);
 
     /* ---- optimizer ---- */
     /* *out = sum of X's squared elements, accumulated in double (waits for
@@ -441,12 +428,6 @@ int dorac_gemm_shape(const dorac_tensor *C, const dorac_tensor *A, bool trans_a,
 int dorac_lora_up_scale(dorac_backend *be, const dorac_tensor *Y, const dorac_tensor *U,
                         const dorac_tensor *B, double s, const dorac_tensor *scale,
                         const dorac_tensor *bias);
-
-/* be->concat_weight where the backend has it, else scale_rows (copy and
-** axpby without g), fill and copy; either way the sizes are checked here
-** first. */
-int dorac_concat_weight(dorac_backend *be, const dorac_tensor *Wc, const dorac_tensor *W, const dorac_tensor *B,
-                        const dorac_tensor *g, double s, const dorac_tensor *bias);
 
 /* be->swiglu_backward_dora where the backend has it (and a side is DoRA),
 ** else swiglu_backward, then dora_scale_backward in place on each side

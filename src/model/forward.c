@@ -55,7 +55,7 @@ void dorac_model_acts_free(dorac_model *m) {
     dorac_tensor *g[] = {&a->ids, &a->pos, &a->targets, &a->res_final, &a->lnf, &a->lnf_mean, &a->lnf_rstd,
                          &a->dlnf, &a->logits, &a->dlogits, &a->loss, &a->u_head, &a->dres, &a->dln,
                          &a->dq, &a->dk, &a->dv, &a->dqkv, &a->datt, &a->dfc1, &a->dfc2, &a->dact,
-                         &a->dscratch, &a->wcat};
+                         &a->dscratch};
     for (size_t i = 0; i < sizeof g / sizeof g[0]; i++) dorac_tensor_free(be, g[i]);
     memset(a, 0, sizeof *a);
 }
@@ -94,51 +94,16 @@ static void alloc_wide(allocator *al, dorac_tensor *t, dorac_dtype type, int64_t
     if (t->data) t->cols = cols;
 }
 
-/* The largest rank of the blocks' adapters; 0 without any. */
-static int64_t block_rank_max(const dorac_model *m) {
+/* The spare columns of the wide gradients: the largest rank of the blocks'
+** adapters, rounded up to 8 (rows stay 16-byte aligned); 0 without any. */
+static int64_t dz_spare_cols(const dorac_model *m) {
     int64_t r = 0;
     for (int64_t l = 0; l < m->cfg.n_layers; l++)
         for (int k = 0; k < LIN_PER_BLOCK; k++) {
             dorac_model_linear *lin = m->blocks[l].lin[k];
             if (lin && dorac_linear_has_adapter(&lin->L) && lin->L.cfg.rank > r) r = lin->L.cfg.rank;
         }
-    return r;
-}
-
-/* The spare columns of the wide gradients: the largest block rank rounded
-** up to 8 (rows stay 16-byte aligned); 0 without any. */
-static int64_t dz_spare_cols(const dorac_model *m) { return (block_rank_max(m) + 7) / 8 * 8; }
-
-/* The spare columns of the block linears' inputs: room for u and the
-** column of ones that carries the bias, rounded up to 8; 0 without block
-** adapters. */
-static int64_t x_spare_cols(const dorac_model *m) {
-    int64_t r = block_rank_max(m);
-    return r ? (r + 1 + 7) / 8 * 8 : 0;
-}
-
-/* The x_spare columns of a block input: zeros, then ones in the last,
-** which dorac_linear_forward_wide expects; the adapters' u overwrite the
-** first columns of the zeros, call by call. */
-static int init_spare(dorac_backend *be, const dorac_tensor *x, int64_t spare) {
-    if (!spare || !x->data) return DORAC_OK;
-    dorac_tensor z = col_view(x, x->cols, spare - 1), one = col_view(x, x->cols + spare - 1, 1);
-    DORAC_TRY(be->fill(be, &z, 0.0));
-    return be->fill(be, &one, 1.0);
-}
-
-/* The weight scratch of the wide forward: out * (in + spare) elements of
-** the largest adapted block linear. */
-static int64_t wcat_elems(const dorac_model *m, int64_t spare) {
-    int64_t n = 0;
-    for (int64_t l = 0; spare && l < m->cfg.n_layers; l++)
-        for (int k = 0; k < LIN_PER_BLOCK; k++) {
-            dorac_model_linear *lin = m->blocks[l].lin[k];
-            if (!lin || !dorac_linear_has_adapter(&lin->L)) continue;
-            int64_t e = lin->L.out * (lin->L.in + spare);
-            if (e > n) n = e;
-        }
-    return n;
+    return (r + 7) / 8 * 8;
 }
 
 static void alloc_block(dorac_model *m, allocator *al, block_acts *b, int64_t l) {
@@ -147,9 +112,8 @@ static void alloc_block(dorac_model *m, allocator *al, block_acts *b, int64_t l)
     int64_t N = m->acts.N, C = c->hidden_size, I = c->intermediate_size;
     int64_t HD = c->n_heads * c->head_dim, KVD = c->n_kv_heads * c->head_dim;
     bool gpt2 = c->family == DORAC_FAMILY_GPT2;
-    int64_t xs = m->acts.x_spare;
     alloc_t(al, &b->res, at, N, C, "res");
-    alloc_wide(al, &b->ln1, at, N, C, xs, "ln1");
+    alloc_t(al, &b->ln1, at, N, C, "ln1");
     alloc_t(al, &b->ln1_mean, pt, 1, N, "ln1 mean");
     alloc_t(al, &b->ln1_rstd, pt, 1, N, "ln1 rstd");
     if (gpt2) {
@@ -167,17 +131,17 @@ static void alloc_block(dorac_model *m, allocator *al, block_acts *b, int64_t l)
         alloc_t(al, &b->qr, at, N, HD, "q rotated");
         alloc_t(al, &b->kr, at, N, KVD, "k rotated");
     }
-    alloc_wide(al, &b->att, at, N, HD, xs, "attention out");
+    alloc_t(al, &b->att, at, N, HD, "attention out");
     alloc_t(al, &b->lse, pt, 1, m->acts.B * c->n_heads * m->acts.T, "attention lse");
     alloc_t(al, &b->o, at, N, C, "o");
     alloc_t(al, &b->res2, at, N, C, "res2");
-    alloc_wide(al, &b->ln2, at, N, C, xs, "ln2");
+    alloc_t(al, &b->ln2, at, N, C, "ln2");
     alloc_t(al, &b->ln2_mean, pt, 1, N, "ln2 mean");
     alloc_t(al, &b->ln2_rstd, pt, 1, N, "ln2 rstd");
     alloc_t(al, &b->fc1, at, N, I, "fc1");
     if (gpt2) b->fc2 = dorac_tensor_none(at);
     else alloc_t(al, &b->fc2, at, N, I, "fc2");
-    alloc_wide(al, &b->act, at, N, I, xs, "mlp act");
+    alloc_t(al, &b->act, at, N, I, "mlp act");
     alloc_t(al, &b->down, at, N, C, "down");
     /* adapter inputs: this layer's rank when every layer keeps its own set,
     ** else the largest rank of the slot over all layers (see u_of) */
@@ -217,14 +181,7 @@ static int acts_ensure(dorac_model *m, int64_t B, int64_t T, bool train) {
     dorac_backend *be = m->be;
     dorac_dtype at = be->act_type, pt = be->param_type;
     allocator al = {be, DORAC_OK};
-    a->x_spare = x_spare_cols(m);
     for (int64_t s = 0; s < a->n_sets; s++) alloc_block(m, &al, &a->blocks[s], s);
-    if (a->x_spare) alloc_t(&al, &a->wcat, be->weight_type, 1, wcat_elems(m, a->x_spare), "wide forward weight");
-    for (int64_t s = 0; !al.rc && s < a->n_sets; s++) {
-        block_acts *b = &a->blocks[s];
-        const dorac_tensor *xs[] = {&b->ln1, &b->att, &b->ln2, &b->act};
-        for (size_t i = 0; !al.rc && i < sizeof xs / sizeof xs[0]; i++) al.rc = init_spare(be, xs[i], a->x_spare);
-    }
     alloc_t(&al, &a->ids, DORAC_DTYPE_I32, 1, N, "ids");
     alloc_t(&al, &a->pos, DORAC_DTYPE_I32, 1, N, "positions");
     alloc_t(&al, &a->targets, DORAC_DTYPE_I32, 1, N, "targets");
@@ -324,21 +281,6 @@ static int linear_forward(dorac_linear *L, const dorac_tensor *y, const dorac_te
     return dorac_linear_forward_ex(L, y, u, x, seed, false);
 }
 
-/* A block linear's forward: inside the frozen GEMM where its input has the
-** spare columns for its adapter (dorac_linear_forward_wide), else
-** linear_forward. x is one of the block inputs ln1, att, ln2, act. */
-static int block_linear_forward(dorac_model *m, dorac_linear *L, const dorac_tensor *y, const dorac_tensor *u,
-                                const dorac_tensor *x, uint64_t seed) {
-    const model_acts *a = &m->acts;
-    if (L && a->x_spare > 0 && dorac_linear_has_adapter(L) && L->cfg.rank + 1 <= a->x_spare &&
-        L->t.W.type == a->wcat.type) {
-        dorac_tensor xw = *x;
-        xw.cols += a->x_spare;
-        return dorac_linear_forward_wide(L, y, u, &xw, &a->wcat, seed, false);
-    }
-    return linear_forward(L, y, u, x, seed);
-}
-
 static int block_forward(dorac_model *m, int64_t l, block_acts *b, const dorac_tensor *out,
                          uint64_t seed) {
     dorac_backend *be = m->be;
@@ -355,29 +297,29 @@ static int block_forward(dorac_model *m, int64_t l, block_acts *b, const dorac_t
 
     DORAC_TRY(norm_forward(m, &b->ln1, &b->ln1_mean, &b->ln1_rstd, &b->res, p->ln1_w, p->ln1_b));
     if (c->family == DORAC_FAMILY_GPT2) {
-        DORAC_TRY(block_linear_forward(m, lin[LIN_QKV], &b->qkv, &u[LIN_QKV], &b->ln1, seed));
+        DORAC_TRY(linear_forward(lin[LIN_QKV], &b->qkv, &u[LIN_QKV], &b->ln1, seed));
     } else {
-        DORAC_TRY(block_linear_forward(m, lin[LIN_Q], &b->q, &u[LIN_Q], &b->ln1, seed));
-        DORAC_TRY(block_linear_forward(m, lin[LIN_K], &b->k, &u[LIN_K], &b->ln1, seed));
-        DORAC_TRY(block_linear_forward(m, lin[LIN_V], &b->v, &u[LIN_V], &b->ln1, seed));
+        DORAC_TRY(linear_forward(lin[LIN_Q], &b->q, &u[LIN_Q], &b->ln1, seed));
+        DORAC_TRY(linear_forward(lin[LIN_K], &b->k, &u[LIN_K], &b->ln1, seed));
+        DORAC_TRY(linear_forward(lin[LIN_V], &b->v, &u[LIN_V], &b->ln1, seed));
         /* rotated copies: the linears' outputs stay as DoRA's backward needs them */
         DORAC_TRY(dorac_rope_copy(be, &b->qr, &b->q, &a->pos, &m->rope_cos, &m->rope_sin, H, D, false));
         DORAC_TRY(dorac_rope_copy(be, &b->kr, &b->k, &a->pos, &m->rope_cos, &m->rope_sin, KV, D, false));
     }
     DORAC_TRY(be->attention_forward(be, &b->att, &b->lse, &b->qr, &b->kr, &b->v, B, T, H, KV, D));
-    DORAC_TRY(block_linear_forward(m, lin[LIN_O], &b->o, &u[LIN_O], &b->att, seed));
+    DORAC_TRY(linear_forward(lin[LIN_O], &b->o, &u[LIN_O], &b->att, seed));
     DORAC_TRY(residual_add(be, &b->res2, &b->res, &b->o));
 
     DORAC_TRY(norm_forward(m, &b->ln2, &b->ln2_mean, &b->ln2_rstd, &b->res2, p->ln2_w, p->ln2_b));
     if (c->family == DORAC_FAMILY_GPT2) {
-        DORAC_TRY(block_linear_forward(m, lin[LIN_UP], &b->fc1, &u[LIN_UP], &b->ln2, seed));
+        DORAC_TRY(linear_forward(lin[LIN_UP], &b->fc1, &u[LIN_UP], &b->ln2, seed));
         DORAC_TRY(be->gelu_forward(be, &b->act, &b->fc1));
     } else {
-        DORAC_TRY(block_linear_forward(m, lin[LIN_GATE], &b->fc1, &u[LIN_GATE], &b->ln2, seed));
-        DORAC_TRY(block_linear_forward(m, lin[LIN_UP], &b->fc2, &u[LIN_UP], &b->ln2, seed));
+        DORAC_TRY(linear_forward(lin[LIN_GATE], &b->fc1, &u[LIN_GATE], &b->ln2, seed));
+        DORAC_TRY(linear_forward(lin[LIN_UP], &b->fc2, &u[LIN_UP], &b->ln2, seed));
         DORAC_TRY(be->swiglu_forward(be, &b->act, &b->fc1, &b->fc2));
     }
-    DORAC_TRY(block_linear_forward(m, lin[LIN_DOWN], &b->down, &u[LIN_DOWN], &b->act, seed));
+    DORAC_TRY(linear_forward(lin[LIN_DOWN], &b->down, &u[LIN_DOWN], &b->act, seed));
     return residual_add(be, out, &b->res2, &b->down);
 }
 

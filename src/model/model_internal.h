@@ -19,7 +19,7 @@ typedef struct block_params {
 /* Activations of one block, kept for the backward pass. Shapes with N rows. */
 typedef struct block_acts {
     dorac_tensor res;              /* (N,C) block input (residual stream) */
-    dorac_tensor ln1, ln1_mean, ln1_rstd; /* ln1, att, ln2, act: x_spare more columns */
+    dorac_tensor ln1, ln1_mean, ln1_rstd;
     dorac_tensor qkv;              /* GPT-2 (N,3C) c_attn output */
     dorac_tensor q, k, v;          /* linear outputs (Llama) or views of qkv */
     dorac_tensor qr, kr;           /* Llama: rotated q, k; GPT-2: = q, k */
@@ -45,12 +45,6 @@ typedef struct model_acts {
     /* dres, dq, dk, dv, dqkv, dfc1, dfc2 and dscratch have at least r spare
     ** columns for every block adapter (dorac_linear_backward_ex's dz_spare) */
     bool dz_spare;
-    /* The block linears' inputs (ln1, att, ln2, act) have x_spare more
-    ** columns, each row's [u | 0 | 1], and wcat is the weight scratch, so
-    ** that their adapters run inside the frozen GEMM
-    ** (dorac_linear_forward_wide); 0 and absent without block adapters. */
-    int64_t x_spare;
-    dorac_tensor wcat;
     /* what the last train forward left for backward */
     bool ready_for_backward;
     uint64_t dropout_seed;

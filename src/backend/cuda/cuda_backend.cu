@@ -270,7 +270,6 @@ extern "C" dorac_backend *dorac_backend_cuda_create(dorac_cuda_params params) {
     be->dora_scale_backward = CUDA_OP(dora_scale_backward);
     be->dora_magnitude_backward = CUDA_OP(dora_magnitude_backward);
     be->lora_up_scale = CUDA_OP(lora_up_scale);
-    be->concat_weight = CUDA_OP(concat_weight);
     be->sum_squares = CUDA_OP(sum_squares);
     be->sum_squares_many = CUDA_OP(sum_squares_many);
     be->adamw = CUDA_OP(adamw);

@@ -294,8 +294,6 @@ int CUDA_OP(dora_magnitude_backward)(dorac_backend *be, const dorac_tensor *dm,
 int CUDA_OP(lora_up_scale)(dorac_backend *be, const dorac_tensor *Y, const dorac_tensor *U,
                            const dorac_tensor *B, double s, const dorac_tensor *scale,
                            const dorac_tensor *bias);
-int CUDA_OP(concat_weight)(dorac_backend *be, const dorac_tensor *Wc, const dorac_tensor *W, const dorac_tensor *B,
-                           const dorac_tensor *g, double s, const dorac_tensor *bias);
 int CUDA_OP(sum_squares)(dorac_backend *be, const dorac_tensor *X, double *out);
 int CUDA_OP(sum_squares_many)(dorac_backend *be, const dorac_tensor *const *X, size_t n, double *out);
 int CUDA_OP(adamw)(dorac_backend *be, const dorac_tensor *param, const dorac_tensor *grad,

@@ -113,14 +113,8 @@ extern "C" int CUDA_OP(copy)(dorac_backend *be, const dorac_tensor *dst, const d
     cudaStream_t s = cuda_stream(be);
     if (dst->type == DORAC_DTYPE_I32) /* values the host has not seen */
         cuda_index_range_forget(be, dst->data, (size_t)(dst->rows * dst->ld) * sizeof(int32_t));
-    /* Same type: a 2D memcpy, except for many narrow float rows (an
-    ** adapter's u, N x r, into its input's spare columns: 112 a Llama-1B
-    ** step), which take the element kernel below instead (exact for F32
-    ** and BF16 alike). With the memcpy the wide forward cut the step's
-    ** summed kernel time by 1.4 ms and its tokens/s not at all. */
-    size_t esize = dorac_dtype_size(src->type);
-    bool narrow = src->rows > 1 && (size_t)src->cols * esize < 512 && src->type != DORAC_DTYPE_I32;
-    if (src->type == dst->type && !narrow) {
+    if (src->type == dst->type) {
+        size_t esize = dorac_dtype_size(src->type);
         return cuda_status(cudaMemcpy2DAsync(dst->data, (size_t)dst->ld * esize, src->data,
                                              (size_t)src->ld * esize, (size_t)src->cols * esize,
                                              (size_t)src->rows, cudaMemcpyDeviceToDevice, s),
