@@ -15,9 +15,10 @@ trap 'rm -rf "$TMP"' EXIT
 failures=0
 # DORAC_TEST_DEVICE=cuda runs the same checks on GPUs (each process on cuda:LOCAL_RANK;
 # tools/device/cuda_run.sh dist2), where the 1- vs 2-process curves agree only to
-# DORAC_TEST_TOL (bf16 activations; cuBLAS picks kernels by the rows a process has)
+# DORAC_TEST_TOL, by default 5e-3 there (bf16 activations; cuBLAS picks kernels by the
+# rows a process has; 2 H200s showed 3.4e-4)
 DEV=${DORAC_TEST_DEVICE:-cpu}
-TOL=${DORAC_TEST_TOL:-2e-4}
+TOL=${DORAC_TEST_TOL:-$([ "$DEV" = cpu ] && echo 2e-4 || echo 5e-3)}
 fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 unset RANK WORLD_SIZE LOCAL_RANK MASTER_ADDR MASTER_PORT OMPI_COMM_WORLD_RANK OMPI_COMM_WORLD_SIZE PMI_RANK PMI_SIZE
 

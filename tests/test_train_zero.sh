@@ -18,9 +18,10 @@ trap 'rm -rf "$TMP"' EXIT
 failures=0
 # DORAC_TEST_DEVICE=cuda runs the same checks on GPUs (each process on cuda:LOCAL_RANK;
 # tools/device/cuda_run.sh dist2), where the 1- vs 2-process curves agree only to
-# DORAC_TEST_TOL (bf16 activations; cuBLAS picks kernels by the rows a process has)
+# DORAC_TEST_TOL, by default 2e-2 there (bf16 activations; cuBLAS picks kernels by the
+# rows a process has; 2 H200s passed at 2e-2, the differences themselves unrecorded)
 DEV=${DORAC_TEST_DEVICE:-cpu}
-TOL=${DORAC_TEST_TOL:-2e-4}
+TOL=${DORAC_TEST_TOL:-$([ "$DEV" = cpu ] && echo 2e-4 || echo 2e-2)}
 fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
 unset RANK WORLD_SIZE LOCAL_RANK MASTER_ADDR MASTER_PORT OMPI_COMM_WORLD_RANK OMPI_COMM_WORLD_SIZE PMI_RANK PMI_SIZE
 
@@ -50,6 +51,8 @@ run two "${TWO[@]}" "${SIX[@]}" --save-every 3 --out "$TMP/two"
 [ -f "$TMP/two/checkpoint-3/optimizer.safetensors" ] || fail "2 processes: no checkpoint-3"
 [ "$(grep -c '"step"' "$TMP/two/metrics.jsonl" 2>/dev/null)" = 6 ] || fail "2 processes: metrics.jsonl should have 6 steps"
 close "$(losses "$TMP/one")" "$(losses "$TMP/two")" "1 vs 2 processes (ZeRO-1): loss curves differ"
+paste <(losses "$TMP/one") <(losses "$TMP/two") |
+  awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > m) m = d } END { printf "1 vs 2 processes (ZeRO-1): largest loss difference %.3g\n", m }' >&2
 # clipping uses the norm of the whole reduced gradient, not of one shard
 close "$(norms "$TMP/one")" "$(norms "$TMP/two")" "1 vs 2 processes (ZeRO-1): gradient norms differ"
 

@@ -466,18 +466,22 @@ static int check_config(const dorac_train_config *c) {
     return DORAC_OK;
 }
 
+/* The model. Full fine-tuning from files gets its shape here and its
+** weights in attach_method, after the method: where the backend keeps
+** frozen weights narrower (CUDA: BF16), the method gives every weight an
+** F32 master copy, and an F32 checkpoint's values must land there, not pass
+** through BF16 first. */
 static int load_model(trainer *t) {
     const dorac_train_config *c = t->cfg;
-    if (!c->init_random) {
-        t->weights_src = c->model_dir;
-        return dorac_model_load(&t->model, t->be, c->model_dir);
-    }
+    if (!c->init_random) t->weights_src = c->model_dir;
+    if (!c->init_random && c->method != DORAC_METHOD_FULL) return dorac_model_load(&t->model, t->be, c->model_dir);
+    const char *config = c->init_random ? c->config_path : c->model_dir;
     dorac_hf_config hc;
-    DORAC_TRY(dorac_hf_config_load(&hc, c->config_path));
+    DORAC_TRY(dorac_hf_config_load(&hc, config));
     dorac_model_config mc;
-    DORAC_TRY(dorac_model_config_from_hf(&mc, &hc, c->config_path));
+    DORAC_TRY(dorac_model_config_from_hf(&mc, &hc, config));
     DORAC_TRY(dorac_model_create(&t->model, t->be, &mc));
-    return dorac_model_init_random(t->model, c->seed);
+    return c->init_random ? dorac_model_init_random(t->model, c->seed) : DORAC_OK;
 }
 
 static int load_tokenizer(trainer *t) {
@@ -527,11 +531,10 @@ static int resume(trainer *t, const char *dir) {
 static int attach_method(trainer *t, const char *resume_dir) {
     const dorac_train_config *c = t->cfg;
     if (c->method == DORAC_METHOD_FULL) {
-        /* the method first: where the backend keeps frozen weights narrower
-        ** (CUDA: BF16), it gives every weight an F32 master copy, and the
-        ** checkpoint's F32 weights must land there, not pass through BF16 */
+        /* the method first, then the weights into its F32 masters (load_model) */
         DORAC_TRY(dorac_model_set_method(t->model, DORAC_METHOD_FULL, NULL, NULL, c->seed));
-        return resume_dir ? dorac_model_load_weights(t->model, resume_dir) : DORAC_OK;
+        const char *from = resume_dir ? resume_dir : t->weights_src; /* NULL: --init random */
+        return from ? dorac_model_load_weights(t->model, from) : DORAC_OK;
     }
     if (resume_dir) {
         DORAC_TRY(dorac_model_load_adapter(t->model, resume_dir));
