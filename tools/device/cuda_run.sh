@@ -159,10 +159,12 @@ if want bench; then
   done
 fi
 
-# Random-init models of both benchmark shapes (the configs peft_bench.py
+# Random-init models of the benchmark shapes (the configs peft_bench.py
 # saves), in /tmp/rq_<arch>/model: one full fine-tuning step at lr 1e-9 from
-# --init random, saved in BF16.
+# --init random, saved in BF16. Args: the archs (default both); prints the
+# tail of a failed init's log.
 make_rq_models() {
+  local want_archs="${*:-gpt2 llama1b}" spec
   python3 - <<'PY'
 import json
 llama = dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=128256, hidden_size=2048,
@@ -178,6 +180,7 @@ PY
   make_bench_ids
   for spec in "${BENCH_SPECS[@]}"; do
     set -- $spec
+    case " $want_archs " in *" $1 "*) ;; *) continue ;; esac
     [ -d /tmp/rq_$1/model ] && continue
     rm -rf /tmp/rq_$1
     $BIN/dorac train --init random --config /tmp/cfg_$1.json --method full --data /tmp/ids_$1.jsonl \
@@ -214,7 +217,7 @@ if want dist2; then
     echo "test_train_zero.sh on 2 GPUs rc=$?"
   } > "$OUT/dist2.log" 2>&1
   cat "$OUT/dist2.log"
-  make_rq_models > /dev/null
+  make_rq_models llama1b
   [ -f "$OUT/dorac_bench.jsonl" ] || : > "$OUT/dorac_bench.jsonl"
   for method in ${DIST_METHODS:-dora lora}; do  # DIST_METHODS=none: the checks alone
     [ $method = none ] && continue
@@ -297,7 +300,7 @@ if want ratio; then
   for spec in "${BENCH_SPECS[@]}"; do
     set -- $spec
     case " ${RATIO_ARCHS:-llama1b} " in *" $1 "*) ;; *) continue ;; esac
-    model=/tmp/models/$1; [ -d $model ] || { make_rq_models > /dev/null; model=/tmp/rq_$1/model; }
+    model=/tmp/models/$1; [ -d $model ] || { make_rq_models $1; model=/tmp/rq_$1/model; }
     [ -d $model ] || { echo "ratio: no $1 model"; continue; }
     for rep in $(seq 1 "${RATIO_REPS:-3}"); do
       for method in lora dora; do
@@ -332,7 +335,7 @@ if want clocks; then
   # (clocks.csv, sampled every 200 ms; CLOCK_STEPS steps, default 48):
   # ncu's per-kernel times (profile) run at the idle GPU's clocks, the
   # benchmark at the loaded GPU's
-  model=/tmp/models/llama1b; [ -d $model ] || { make_rq_models > /dev/null; model=/tmp/rq_llama1b/model; }
+  model=/tmp/models/llama1b; [ -d $model ] || { make_rq_models llama1b; model=/tmp/rq_llama1b/model; }
   nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv,noheader \
     -lms 200 > "$OUT/clocks.csv" 2>&1 &
   smi=$!
@@ -389,7 +392,7 @@ if want profile; then
   for spec in "${BENCH_SPECS[@]}"; do
     set -- $spec
     case " ${PROFILE_ARCHS:-gpt2 llama1b} " in *" $1 "*) ;; *) continue ;; esac  # PROFILE_ARCHS: which shapes
-    model=/tmp/models/$1; [ -d $model ] || { make_rq_models > /dev/null; model=/tmp/rq_$1/model; }
+    model=/tmp/models/$1; [ -d $model ] || { make_rq_models $1; model=/tmp/rq_$1/model; }
     [ -d $model ] || { echo "profile: no $1 model"; continue; }
     for method in ${PROFILE_METHODS:-dora}; do  # PROFILE_METHODS: e.g. "dora lora"
     sfx=$([ $method = dora ] || echo _$method)
