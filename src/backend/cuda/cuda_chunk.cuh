@@ -140,4 +140,39 @@ static inline dim3 cuda_row_group_grid(int64_t n_rows, int64_t n_cols, int rows,
     return dim3(cuda_blocks(cuda_chunks(n_cols), threads), (unsigned)(groups < 65535 ? (groups > 0 ? groups : 1) : 65535));
 }
 
+/* The body of an element-wise kernel on BF16 rows, every load of a thread
+** in flight at once (the SwiGLU and GELU passes): N_OUT outputs (N, C) from
+** N_IN inputs (N, C), all BF16 and accepted by cuda_bf16_rows16, C a
+** multiple of 8, on a cuda_row_group_grid(N, C, ROWS, blockDim.x). Block
+** x's thread t owns chunk c = x blockDim.x + t of rows i0 .. i0 + ROWS - 1
+** (those below N), i0 = y ROWS for grid row y, strided by the grid's rows
+** beyond 65535 groups. It issues the raw 16-byte loads of all its rows
+** first, then per row widens them (exactly), calls f(x, y) with
+** x[N_IN][CUDA_CHUNK] and y[N_OUT][CUDA_CHUNK], and stores y rounded once. */
+template <int ROWS, int N_IN, int N_OUT, typename F>
+static __device__ __forceinline__ void bf16_rows_map(const cuda_view (&out)[N_OUT], const cuda_view (&in)[N_IN],
+                                                     int64_t N, int64_t C, F f) {
+    int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (c * CUDA_CHUNK >= C) return;
+    for (int64_t i0 = (int64_t)blockIdx.y * ROWS; i0 < N; i0 += (int64_t)gridDim.y * ROWS) {
+        uint4 raw[ROWS][N_IN];
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) { /* every load before the first use */
+            const bool live = i0 + r < N;
+#pragma unroll
+            for (int j = 0; j < N_IN; j++) raw[r][j] = live ? *bf16_chunk(in[j], i0 + r, c) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) {
+            if (i0 + r >= N) break;
+            float x[N_IN][CUDA_CHUNK], y[N_OUT][CUDA_CHUNK];
+#pragma unroll
+            for (int j = 0; j < N_IN; j++) widen_chunk_bf16(x[j], raw[r][j]);
+            f(x, y);
+#pragma unroll
+            for (int j = 0; j < N_OUT; j++) st_chunk(out[j], i0 + r, c * CUDA_CHUNK, C, true, y[j]);
+        }
+    }
+}
+
 #endif

@@ -121,59 +121,26 @@ static __global__ void gelu_backward_kernel(cuda_view dx, cuda_view dout, cuda_v
 /* ---- the BF16 path: every load of a thread in flight at once ---------- */
 
 /* gelu_forward_kernel with out and x BF16 and cuda_bf16_rows16, C a
-** multiple of 8. Block x's thread t owns chunk c = x GELU_BF16_THREADS + t
-** of rows i0 .. i0 + GELU_FWD_ROWS - 1 (those below N), i0 = y
-** GELU_FWD_ROWS for grid row y, then strided by the grid's rows when there
-** are more than 65535 groups of rows. */
+** multiple of 8: bf16_rows_map (cuda_chunk.cuh), GELU_FWD_ROWS rows a
+** thread. */
 static __global__ void __launch_bounds__(GELU_BF16_THREADS, GELU_BF16_BLOCKS)
     gelu_forward_bf16_kernel(cuda_view out, cuda_view x, int64_t N, int64_t C) {
-    enum { ROWS = GELU_FWD_ROWS };
-    int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (c * CUDA_CHUNK >= C) return;
-    for (int64_t i0 = (int64_t)blockIdx.y * ROWS; i0 < N; i0 += (int64_t)gridDim.y * ROWS) {
-        uint4 x_raw[ROWS];
+    const cuda_view o[1] = {out}, in[1] = {x};
+    bf16_rows_map<GELU_FWD_ROWS>(o, in, N, C, [](const float (&a)[1][CUDA_CHUNK], float (&y)[1][CUDA_CHUNK]) {
 #pragma unroll
-        for (int r = 0; r < ROWS; r++) /* every load before the first use */
-            x_raw[r] = i0 + r < N ? *bf16_chunk(x, i0 + r, c) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-        for (int r = 0; r < ROWS; r++) {
-            if (i0 + r >= N) break;
-            float a[CUDA_CHUNK];
-            widen_chunk_bf16(a, x_raw[r]);
-#pragma unroll
-            for (int k = 0; k < CUDA_CHUNK; k++) a[k] = gelu_value(a[k]);
-            st_chunk(out, i0 + r, c * CUDA_CHUNK, C, true, a);
-        }
-    }
+        for (int k = 0; k < CUDA_CHUNK; k++) y[0][k] = gelu_value(a[0][k]);
+    });
 }
 
 /* gelu_backward_kernel with dx, dout and x BF16 and cuda_bf16_rows16, C a
-** multiple of 8; threads own chunks of rows as in gelu_forward_bf16_kernel,
-** GELU_BWD_ROWS rows each. */
+** multiple of 8: bf16_rows_map, GELU_BWD_ROWS rows a thread. */
 static __global__ void __launch_bounds__(GELU_BF16_THREADS, GELU_BF16_BLOCKS)
     gelu_backward_bf16_kernel(cuda_view dx, cuda_view dout, cuda_view x, int64_t N, int64_t C) {
-    enum { ROWS = GELU_BWD_ROWS };
-    int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (c * CUDA_CHUNK >= C) return;
-    for (int64_t i0 = (int64_t)blockIdx.y * ROWS; i0 < N; i0 += (int64_t)gridDim.y * ROWS) {
-        uint4 x_raw[ROWS], g_raw[ROWS];
+    const cuda_view o[1] = {dx}, in[2] = {x, dout};
+    bf16_rows_map<GELU_BWD_ROWS>(o, in, N, C, [](const float (&a)[2][CUDA_CHUNK], float (&y)[1][CUDA_CHUNK]) {
 #pragma unroll
-        for (int r = 0; r < ROWS; r++) { /* every load before the first use */
-            bool in = i0 + r < N;
-            x_raw[r] = in ? *bf16_chunk(x, i0 + r, c) : make_uint4(0, 0, 0, 0);
-            g_raw[r] = in ? *bf16_chunk(dout, i0 + r, c) : make_uint4(0, 0, 0, 0);
-        }
-#pragma unroll
-        for (int r = 0; r < ROWS; r++) {
-            if (i0 + r >= N) break;
-            float a[CUDA_CHUNK], g[CUDA_CHUNK];
-            widen_chunk_bf16(a, x_raw[r]);
-            widen_chunk_bf16(g, g_raw[r]);
-#pragma unroll
-            for (int k = 0; k < CUDA_CHUNK; k++) g[k] = gelu_grad(a[k], g[k]);
-            st_chunk(dx, i0 + r, c * CUDA_CHUNK, C, true, g);
-        }
-    }
+        for (int k = 0; k < CUDA_CHUNK; k++) y[0][k] = gelu_grad(a[0][k], a[1][k]);
+    });
 }
 
 int CUDA_OP(gelu_forward)(dorac_backend *be, const dorac_tensor *out, const dorac_tensor *x) {

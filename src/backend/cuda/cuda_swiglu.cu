@@ -119,68 +119,28 @@ static __global__ void swiglu_backward_kernel(cuda_view dgate, cuda_view dup, cu
 /* ---- the BF16 path: every load of a thread in flight at once ---------- */
 
 /* swiglu_forward_kernel with every operand BF16 and cuda_bf16_rows16, C a
-** multiple of 8. Block x's thread t owns chunk c = x SWIGLU_BF16_THREADS +
-** t of rows i0 .. i0 + SWIGLU_FWD_ROWS - 1 (those below N), i0 = y
-** SWIGLU_FWD_ROWS for grid row y, then strided by the grid's rows when
-** there are more than 65535 groups of rows. */
+** multiple of 8: bf16_rows_map (cuda_chunk.cuh), SWIGLU_FWD_ROWS rows a
+** thread. */
 static __global__ void __launch_bounds__(SWIGLU_BF16_THREADS, SWIGLU_BF16_BLOCKS)
     swiglu_forward_bf16_kernel(cuda_view out, cuda_view gate, cuda_view up, int64_t N, int64_t C) {
-    enum { ROWS = SWIGLU_FWD_ROWS };
-    int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (c * CUDA_CHUNK >= C) return;
-    for (int64_t i0 = (int64_t)blockIdx.y * ROWS; i0 < N; i0 += (int64_t)gridDim.y * ROWS) {
-        uint4 g_raw[ROWS], u_raw[ROWS];
+    const cuda_view o[1] = {out}, in[2] = {gate, up};
+    bf16_rows_map<SWIGLU_FWD_ROWS>(o, in, N, C, [](const float (&a)[2][CUDA_CHUNK], float (&y)[1][CUDA_CHUNK]) {
 #pragma unroll
-        for (int r = 0; r < ROWS; r++) { /* every load before the first use */
-            bool in = i0 + r < N;
-            g_raw[r] = in ? *bf16_chunk(gate, i0 + r, c) : make_uint4(0, 0, 0, 0);
-            u_raw[r] = in ? *bf16_chunk(up, i0 + r, c) : make_uint4(0, 0, 0, 0);
-        }
-#pragma unroll
-        for (int r = 0; r < ROWS; r++) {
-            if (i0 + r >= N) break;
-            float g[CUDA_CHUNK], u[CUDA_CHUNK];
-            widen_chunk_bf16(g, g_raw[r]);
-            widen_chunk_bf16(u, u_raw[r]);
-#pragma unroll
-            for (int k = 0; k < CUDA_CHUNK; k++) g[k] = swiglu_value(g[k], u[k]);
-            st_chunk(out, i0 + r, c * CUDA_CHUNK, C, true, g);
-        }
-    }
+        for (int k = 0; k < CUDA_CHUNK; k++) y[0][k] = swiglu_value(a[0][k], a[1][k]);
+    });
 }
 
 /* swiglu_backward_kernel with every operand BF16 and cuda_bf16_rows16, C a
-** multiple of 8; threads own chunks of rows as in swiglu_forward_bf16_kernel,
-** SWIGLU_BWD_ROWS rows each. */
+** multiple of 8: bf16_rows_map, SWIGLU_BWD_ROWS rows a thread; y[0] is
+** dup, y[1] dgate. */
 static __global__ void __launch_bounds__(SWIGLU_BF16_THREADS, SWIGLU_BF16_BLOCKS)
     swiglu_backward_bf16_kernel(cuda_view dgate, cuda_view dup, cuda_view dout, cuda_view gate,
                                 cuda_view up, int64_t N, int64_t C) {
-    enum { ROWS = SWIGLU_BWD_ROWS };
-    int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (c * CUDA_CHUNK >= C) return;
-    for (int64_t i0 = (int64_t)blockIdx.y * ROWS; i0 < N; i0 += (int64_t)gridDim.y * ROWS) {
-        uint4 g_raw[ROWS], u_raw[ROWS], d_raw[ROWS];
+    const cuda_view o[2] = {dup, dgate}, in[3] = {gate, up, dout};
+    bf16_rows_map<SWIGLU_BWD_ROWS>(o, in, N, C, [](const float (&a)[3][CUDA_CHUNK], float (&y)[2][CUDA_CHUNK]) {
 #pragma unroll
-        for (int r = 0; r < ROWS; r++) { /* every load before the first use */
-            bool in = i0 + r < N;
-            g_raw[r] = in ? *bf16_chunk(gate, i0 + r, c) : make_uint4(0, 0, 0, 0);
-            u_raw[r] = in ? *bf16_chunk(up, i0 + r, c) : make_uint4(0, 0, 0, 0);
-            d_raw[r] = in ? *bf16_chunk(dout, i0 + r, c) : make_uint4(0, 0, 0, 0);
-        }
-#pragma unroll
-        for (int r = 0; r < ROWS; r++) {
-            if (i0 + r >= N) break;
-            float g[CUDA_CHUNK], u[CUDA_CHUNK], d[CUDA_CHUNK];
-            widen_chunk_bf16(g, g_raw[r]);
-            widen_chunk_bf16(u, u_raw[r]);
-            widen_chunk_bf16(d, d_raw[r]);
-#pragma unroll
-            for (int k = 0; k < CUDA_CHUNK; k++) /* d: dgate, u: dup */
-                swiglu_grad(g[k], u[k], d[k], &d[k], &u[k]);
-            st_chunk(dup, i0 + r, c * CUDA_CHUNK, C, true, u);
-            st_chunk(dgate, i0 + r, c * CUDA_CHUNK, C, true, d);
-        }
-    }
+        for (int k = 0; k < CUDA_CHUNK; k++) swiglu_grad(a[0][k], a[1][k], a[2][k], &y[1][k], &y[0][k]);
+    });
 }
 
 /* The backward's gradients for cuda_dora_colsum.cuh, from in = (gate, up,
